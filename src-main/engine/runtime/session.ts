@@ -1,0 +1,186 @@
+// onnxruntime behind one file: sessions, execution-provider choice, tensors in and out.
+// Nothing else in the engine imports onnxruntime-node (providers.ts only lists backends).
+import { readFileSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import type { DType } from '../graph/dtype';
+import type { ProviderName } from './providers';
+import { detectProviders } from './providers';
+import { Graph } from '../graph/graph';
+import { identity } from '../graph/ops';
+import { serializeModel } from '../graph/onnx-model';
+
+export type TensorArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
+
+/** A tensor in host memory: float16/bfloat16 data are raw 16-bit patterns in a Uint16Array. */
+export interface HostTensor {
+  dtype: DType;
+  shape: readonly number[];
+  data: TensorArray;
+}
+
+export type OptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+
+export interface SessionOptions {
+  provider?: ProviderName;
+  deviceId?: number;
+  optimization?: OptimizationLevel;
+  /** Fail at session creation instead of silently running unsupported nodes on the CPU. */
+  forbidCpuFallback?: boolean;
+  /** cuDNN convolution algorithm search: 'EXHAUSTIVE' (best, slow first run), 'HEURISTIC', 'DEFAULT'. */
+  cudnnConvAlgoSearch?: 'EXHAUSTIVE' | 'HEURISTIC' | 'DEFAULT';
+  /** Where a float16 model file's logs would go; 3 = errors only. */
+  logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+}
+
+/** A model either as a file (external data resolved beside it) or as bytes plus the files it references. */
+export type ModelSource = string | { bytes: Uint8Array; externalFiles: { location: string; path: string }[] };
+
+const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
+  float32: 'float32',
+  float16: 'float16',
+  float64: 'float64',
+  int64: 'int64',
+  int32: 'int32',
+  int8: 'int8',
+  uint8: 'uint8',
+  bool: 'bool',
+};
+
+const FROM_ORT: Record<string, DType> = {
+  float32: 'float32',
+  float16: 'float16',
+  float64: 'float64',
+  int64: 'int64',
+  int32: 'int32',
+  int8: 'int8',
+  uint8: 'uint8',
+  bool: 'bool',
+};
+
+function executionProviders(opts: SessionOptions): ort.InferenceSession.ExecutionProviderConfig[] {
+  switch (opts.provider ?? 'cpu') {
+    case 'cuda':
+      return [{ name: 'cuda', deviceId: opts.deviceId ?? 0, ...(opts.cudnnConvAlgoSearch ? { cudnnConvAlgoSearch: opts.cudnnConvAlgoSearch } : {}) } as ort.InferenceSession.ExecutionProviderConfig];
+    case 'dml':
+      return [{ name: 'dml', deviceId: opts.deviceId ?? 0 } as ort.InferenceSession.ExecutionProviderConfig];
+    case 'webgpu':
+      return ['webgpu'];
+    case 'cpu':
+      return ['cpu'];
+  }
+}
+
+function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: executionProviders(opts),
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    logSeverityLevel: opts.logSeverityLevel ?? 3,
+    ...(opts.forbidCpuFallback ? { extra: { session: { disable_cpu_ep_fallback: '1' } } } : {}),
+  };
+}
+
+export function toOrtTensor(t: HostTensor): ort.Tensor {
+  const type = ORT_TYPE[t.dtype];
+  if (!type) throw new Error(`onnxruntime-node has no tensor type for ${t.dtype}`);
+  const data = t.dtype === 'bool' && t.data instanceof Uint8Array ? Uint8Array.from(t.data) : t.data;
+  return new ort.Tensor(type, data as never, [...t.shape]);
+}
+
+export function fromOrtTensor(t: ort.Tensor): HostTensor {
+  const dtype = FROM_ORT[t.type];
+  if (!dtype) throw new Error(`unsupported output tensor type ${t.type}`);
+  return { dtype, shape: [...t.dims], data: t.data as TensorArray };
+}
+
+export class Session {
+  private constructor(
+    private readonly inner: ort.InferenceSession,
+    readonly provider: ProviderName,
+  ) {}
+
+  static async create(model: ModelSource, opts: SessionOptions = {}): Promise<Session> {
+    const options = ortOptions(opts);
+    let inner: ort.InferenceSession;
+    try {
+      if (typeof model === 'string') {
+        inner = await ort.InferenceSession.create(model, options);
+      } else {
+        const externalData = model.externalFiles.map((f) => ({ path: f.location, data: readFileSync(f.path) }));
+        inner = await ort.InferenceSession.create(model.bytes, { ...options, externalData });
+      }
+    } catch (error) {
+      const where = typeof model === 'string' ? model : 'in-memory model';
+      throw new Error(`could not create an onnxruntime session on ${opts.provider ?? 'cpu'} for ${where}: ${(error as Error).message}`);
+    }
+    return new Session(inner, opts.provider ?? 'cpu');
+  }
+
+  get inputNames(): readonly string[] {
+    return this.inner.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.inner.outputNames;
+  }
+
+  async run(feeds: Record<string, HostTensor>, outputs?: readonly string[]): Promise<Record<string, HostTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(t);
+    const result = outputs ? await this.inner.run(ortFeeds, [...outputs]) : await this.inner.run(ortFeeds);
+    const out: Record<string, HostTensor> = {};
+    for (const [name, t] of Object.entries(result)) out[name] = fromOrtTensor(t);
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.inner.release();
+  }
+}
+
+/** Providers that can really create a session here (the binary may list cuda without its libraries). */
+export async function usableProviders(): Promise<ProviderName[]> {
+  const usable: ProviderName[] = [];
+  for (const provider of detectProviders()) {
+    if (provider === 'cpu' || (await canCreate(provider))) usable.push(provider);
+  }
+  return usable;
+}
+
+// A one-node model (Identity on float32[1]) used to probe a provider.
+function probeModel(): Uint8Array {
+  const g = new Graph('probe');
+  g.output(identity(g.input('x', 'float32', [1])), 'y');
+  return serializeModel(g).bytes;
+}
+
+async function canCreate(provider: ProviderName): Promise<boolean> {
+  try {
+    const s = await ort.InferenceSession.create(probeModel(), {
+      ...ortOptions({ provider, forbidCpuFallback: true }),
+    });
+    await s.release();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The provider to use: the requested one if it works here, else the best usable one, with a
+ * message that says why the request was not met.
+ */
+export async function chooseProvider(requested?: ProviderName): Promise<{ provider: ProviderName; note?: string }> {
+  const usable = await usableProviders();
+  if (requested) {
+    if (usable.includes(requested)) return { provider: requested };
+    const fallback = usable[0] ?? 'cpu';
+    const hint =
+      requested === 'cuda'
+        ? ' (the CUDA provider needs its libraries: see README, "GPU acceleration")'
+        : requested === 'dml'
+          ? ' (DirectML exists only on Windows)'
+          : '';
+    return { provider: fallback, note: `execution provider ${requested} is not available here${hint}; using ${fallback}` };
+  }
+  return { provider: usable[0] ?? 'cpu' };
+}
