@@ -1,0 +1,77 @@
+// Params: how a model file asks for its weights while it builds the graph. A model says
+// `p.child('down_blocks.0').get('conv1.weight', [32, 4, 3, 3])`; Params finds the tensor in the
+// checkpoint (asserting its shape), adds it as a file-backed initializer, and casts it to the
+// compute dtype. Layers also report themselves to an optional hook: that is where LoRA attaches.
+import type { DType } from '../graph/dtype';
+import type { Graph, TensorData, Value } from '../graph/graph';
+import { cast } from '../graph/ops';
+import type { Shape } from '../graph/shape';
+
+/** Where one checkpoint tensor lives; `take` throws (naming file, key, shapes) on a missing key or wrong shape. */
+export interface TensorLocation {
+  dtype: DType;
+  shape: Shape;
+  data: TensorData;
+}
+
+export interface WeightLocator {
+  take(name: string, expectedShape: Shape): TensorLocation;
+}
+
+/** A linear or convolution layer as built, offered to the hook so an adapter can add to its output. */
+export interface LayerCall {
+  kind: 'linear' | 'conv';
+  /** Full module name in diffusers naming, e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q". */
+  module: string;
+  input: Value;
+  output: Value;
+  weightShape: Shape;
+  conv?: { strides: number[]; pads: number[] };
+}
+
+export type LayerHook = (call: LayerCall) => Value;
+
+export type AttentionImpl = 'composite' | 'fused';
+
+export interface BuildOptions {
+  /** dtype of frozen weights and activations in the graph (float32 on CPU, float16 on GPUs). */
+  dtype: DType;
+  /** 'composite' = MatMul/Softmax/MatMul; 'fused' = com.microsoft MultiHeadAttention. */
+  attention?: AttentionImpl;
+  hook?: LayerHook;
+}
+
+export class Params {
+  constructor(
+    readonly graph: Graph,
+    private readonly locator: WeightLocator,
+    readonly options: BuildOptions,
+    readonly prefix = '',
+  ) {}
+
+  get dtype(): DType {
+    return this.options.dtype;
+  }
+
+  /** Params for a submodule: names are prefixed with `name.`. */
+  child(name: string): Params {
+    return new Params(this.graph, this.locator, this.options, this.qualify(name));
+  }
+
+  qualify(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name;
+  }
+
+  /** The checkpoint tensor `prefix.name`, asserted to have `shape`, in the compute dtype. */
+  get(name: string, shape: Shape): Value {
+    const key = this.qualify(name);
+    const found = this.locator.take(key, shape);
+    const value = this.graph.initializer(key, found.dtype, shape, found.data);
+    return cast(value, this.dtype);
+  }
+
+  /** Lets the hook (LoRA) see a layer's input and output; returns what the model should use. */
+  layer(call: LayerCall): Value {
+    return this.options.hook ? this.options.hook(call) : call.output;
+  }
+}
