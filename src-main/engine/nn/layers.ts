@@ -63,21 +63,31 @@ export function layerNorm(p: Params, name: string, x: Value, eps: number): Value
 
 /**
  * Scaled dot-product attention over heads: q [B, Lq, H*D], k and v [B, Lk, H*D] -> [B, Lq, H*D].
- * `upcast` computes scores and softmax in float32 (SD 2.x's upcast_attention).
+ * `upcast` computes scores and softmax in float32 (SD 2.x's upcast_attention). `mask` is added to
+ * the scaled scores (large negative = masked; broadcasts to [B, H, Lq, Lk], e.g. CLIP's causal
+ * [1, 1, L, L]); a masked attention always takes the composite path.
  */
-export function attention(p: Params, q: Value, k: Value, v: Value, heads: number, { upcast = false } = {}): Value {
+export function attention(
+  p: Params,
+  q: Value,
+  k: Value,
+  v: Value,
+  heads: number,
+  { upcast = false, mask }: { upcast?: boolean; mask?: Value } = {},
+): Value {
   const [b, lq, inner] = q.shape;
   const lk = k.shape[1];
   const d = inner / heads;
   const scale = 1 / Math.sqrt(d);
-  if ((p.options.attention ?? 'composite') === 'fused' && !upcast) return op.multiHeadAttention(q, k, v, heads, scale);
+  if ((p.options.attention ?? 'composite') === 'fused' && !upcast && !mask) return op.multiHeadAttention(q, k, v, heads, scale);
   const split = (x: Value, l: number): Value => op.transpose(op.reshape(x, [b, l, heads, d]), [0, 2, 1, 3]); // [B, H, L, D]
   const qh = split(q, lq); // [B, H, Lq, D]
   const kt = op.transpose(op.reshape(k, [b, lk, heads, d]), [0, 2, 3, 1]); // [B, H, D, Lk]
   const vh = split(v, lk); // [B, H, Lk, D]
   const dtype = q.dtype;
   const up = (x: Value): Value => (upcast ? op.cast(x, 'float32') : x);
-  const scores = op.mul(op.matmul(up(qh), up(kt)), scale); // [B, H, Lq, Lk]
+  const scaled = op.mul(op.matmul(up(qh), up(kt)), scale); // [B, H, Lq, Lk]
+  const scores = mask ? op.add(scaled, op.cast(mask, scaled.dtype)) : scaled; // [B, H, Lq, Lk]
   const probs = op.cast(op.softmax(scores, -1), dtype); // [B, H, Lq, Lk]
   const out = op.matmul(probs, vh); // [B, H, Lq, D]
   return op.reshape(op.transpose(out, [0, 2, 1, 3]), [b, lq, inner]); // [B, Lq, H*D]
