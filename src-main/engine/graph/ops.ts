@@ -94,6 +94,9 @@ export function cast(x: Value, to: DType): Value {
   return node('Cast', [x], to, x.shape, { to: attr.int(codes[to]) });
 }
 
+/** -1, 0 or 1 by the sign of x (the gradient of Abs). */
+export const sign = (x: Value): Value => unary('Sign', x);
+
 // ---------------------------------------------------------------- composites (no gradient rule needed)
 
 /** x * sigmoid(x) */
@@ -345,6 +348,18 @@ export const unsqueeze = (x: Value, axis: number): Value => {
   const a = axis < 0 ? axis + x.rank + 1 : axis;
   return reshape(x, [...x.shape.slice(0, a), 1, ...x.shape.slice(a)]);
 };
+
+/**
+ * Constant padding: pads = [begin_0, ..., begin_{r-1}, end_0, ..., end_{r-1}], all >= 0, filled
+ * with `value` (the gradient of Slice places its incoming gradient into zeros this way).
+ */
+export function pad(x: Value, pads: readonly number[], value = 0): Value {
+  if (pads.length !== 2 * x.rank || pads.some((p) => p < 0 || !Number.isInteger(p)))
+    fail('Pad', `pads [${pads.join(',')}] must be ${2 * x.rank} non-negative integers`, x);
+  if (pads.every((p) => p === 0)) return x;
+  const shape = x.shape.map((d, i) => d + pads[i] + pads[i + x.rank]);
+  return node('Pad', [x, int64s(x, pads), scalarLike(x, value)], x.dtype, shape, { mode: attr.string('constant') });
+}
 
 // ---------------------------------------------------------------- com.microsoft
 

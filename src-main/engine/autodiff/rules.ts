@@ -1,0 +1,590 @@
+// The one table of gradient rules: for each op type (key `op`, or `domain:op` outside the default
+// domain) a function from the output gradients to the input gradients, formula in its comment.
+// A rule is asked only for the inputs in `needs`; it builds its ops in the dtype of the values it
+// differentiates (float16 forward -> float16 backward), except the norms, which recompute their
+// statistics in float32 as onnxruntime's forward does. Composite ops (silu, gelu, ...) have no entry:
+// their primitives do.
+import { isFloat, type DType } from '../graph/dtype';
+import type { Graph, Node, Value } from '../graph/graph';
+import * as op from '../graph/ops';
+import { broadcastAxes, normAxis, numel, sameShape, type Shape } from '../graph/shape';
+
+export interface GradContext {
+  readonly graph: Graph;
+  readonly node: Node;
+  /** The forward node's inputs (null = omitted optional input) and outputs. */
+  readonly inputs: readonly (Value | null)[];
+  readonly outputs: readonly Value[];
+  /** d loss / d output[i]; null where that output does not reach the loss. */
+  readonly grads: readonly (Value | null)[];
+  /** d loss / d output[0], for the single-output ops. */
+  readonly dy: Value;
+  /** Which inputs need a gradient (float values on a path from `wrt`). */
+  readonly needs: readonly boolean[];
+}
+
+/** Input gradients by input index; entries for inputs not in `needs` are ignored (may be null). */
+export type GradRule = (ctx: GradContext) => readonly (Value | null | undefined)[];
+
+// ---------------------------------------------------------------- helpers shared by the rules
+
+/**
+ * Undoes numpy broadcasting: sums `grad` over the axes along which a tensor of `shape` was
+ * broadcast to grad's shape (graph/shape.ts broadcastAxes), then reshapes to `shape`.
+ */
+export function sumToShape(grad: Value, shape: Shape): Value {
+  if (sameShape(grad.shape, shape)) return grad;
+  const axes = broadcastAxes(shape, grad.shape);
+  return op.reshape(op.reduceSum(grad, axes, true), shape); // shape
+}
+
+/** Zeros of `like`'s dtype and shape (one scalar constant expanded, never a big constant). */
+export const zerosLike = (like: Value): Value => op.expand(op.scalarLike(like, 0), like.shape);
+
+const input = (ctx: GradContext, i: number): Value => {
+  const v = ctx.inputs[i];
+  if (!v) throw new Error(`autodiff/rules.ts: ${ctx.node.op} node "${ctx.node.name}" has no input ${i}`);
+  return v;
+};
+
+const intAttr = (node: Node, name: string, fallback: number): number => {
+  const a = node.attrs[name];
+  return a ? (a.value as number) : fallback;
+};
+const floatAttr = intAttr;
+const intsAttr = (node: Node, name: string, fallback: readonly number[]): readonly number[] => {
+  const a = node.attrs[name];
+  return a ? (a.value as readonly number[]) : fallback;
+};
+const stringAttr = (node: Node, name: string, fallback: string): string => {
+  const a = node.attrs[name];
+  return a ? (a.value as string) : fallback;
+};
+
+function unsupported(node: Node, why: string): never {
+  throw new Error(`autodiff/rules.ts: cannot differentiate ${node.op} node "${node.name}": ${why}`);
+}
+
+/** The numbers of an in-memory constant (axes, starts, scales ...) that a rule needs at build time. */
+function constantNumbers(node: Node, v: Value | null, what: string): number[] {
+  const init = v ? v.graph.initializers.get(v.name) : undefined;
+  if (!v || !init || init.value !== v || init.data.kind !== 'bytes') unsupported(node, `its ${what} must be a constant`);
+  const bytes = init.data.bytes.slice(); // aligned copy
+  switch (v.dtype) {
+    case 'int64':
+      return Array.from(new BigInt64Array(bytes.buffer), Number);
+    case 'int32':
+      return Array.from(new Int32Array(bytes.buffer));
+    case 'float32':
+      return Array.from(new Float32Array(bytes.buffer));
+    case 'float64':
+      return Array.from(new Float64Array(bytes.buffer));
+    default:
+      unsupported(node, `its ${what} has dtype ${v.dtype}`);
+  }
+}
+
+/** Swaps the last two axes. */
+const transposeLast2 = (x: Value): Value => {
+  const perm = x.shape.map((_, i) => i);
+  [perm[x.rank - 2], perm[x.rank - 1]] = [perm[x.rank - 1], perm[x.rank - 2]];
+  return op.transpose(x, perm);
+};
+
+/** d(a op b) for broadcasting binary ops: each partial computed only when needed, summed back to shape. */
+function binaryGrads(ctx: GradContext, da: () => Value, db: () => Value): (Value | null)[] {
+  const [a, b] = [input(ctx, 0), input(ctx, 1)];
+  return [ctx.needs[0] ? sumToShape(da(), a.shape) : null, ctx.needs[1] ? sumToShape(db(), b.shape) : null];
+}
+
+/** Selects dy where `mask`, else 0; ties of Max/Min get half each (as torch does). */
+function selectGrad(dy: Value, wins: Value, ties: Value): Value {
+  const zero = op.scalarLike(dy, 0);
+  return op.where(wins, dy, op.where(ties, op.mul(dy, 0.5), zero)); // dy's shape
+}
+
+/** Float math for norm statistics: float64 stays float64, anything narrower goes to float32. */
+const statsDtype = (t: DType): DType => (t === 'float64' ? 'float64' : 'float32');
+
+/**
+ * Backward of x_hat = (x - mean) * rstd with y = x_hat * scale + bias, the statistics recomputed
+ * from x over `axes` (nothing is kept from the forward). `scale` broadcasts against x.
+ *   dbias  = sum(dy)                         over the non-normalised axes
+ *   dscale = sum(dy * x_hat)                 over the non-normalised axes
+ *   dx     = rstd * (g - mean(g) - x_hat * mean(g * x_hat)),   g = dy * scale
+ */
+function normBackward(
+  x: Value,
+  dy: Value,
+  scale: Value | null, // broadcastable to x, or null for scale 1
+  axes: number[],
+  epsilon: number,
+  needX: boolean,
+): { dx: Value | null; dyC: Value; xHat: Value } {
+  const t = statsDtype(x.dtype);
+  const xc = op.cast(x, t); // x's shape
+  const dyC = op.cast(dy, t); // x's shape
+  const centered = op.sub(xc, op.reduceMean(xc, axes)); // x's shape
+  const variance = op.reduceMean(op.mul(centered, centered), axes); // reduced, keepdims
+  const rstd = op.reciprocal(op.sqrt(op.add(variance, epsilon))); // reduced, keepdims
+  const xHat = op.mul(centered, rstd); // x's shape
+  if (!needX) return { dx: null, dyC, xHat };
+  const g = scale ? op.mul(dyC, op.cast(scale, t)) : dyC; // x's shape
+  const inner = op.add(op.reduceMean(g, axes), op.mul(xHat, op.reduceMean(op.mul(g, xHat), axes))); // x's shape
+  const dx = op.cast(op.mul(rstd, op.sub(g, inner)), x.dtype); // x's shape
+  return { dx, dyC, xHat };
+}
+
+/**
+ * The weight gradient of a (transposed) convolution as one grouped Conv that sums over the batch:
+ *   result[gb, ca, k] = sum_n sum_o a_pad[n, g*Ca + ca, o*stride + k*dilation] * b[n, gb, o]
+ * with g the group of output channel gb. `a` [N, G*Ca, ...A] is the correlated tensor (padded by
+ * `pads`), `b` [N, G*Cb, ...O] the kernel-like one; returns [G*Cb, Ca, ...kernel]. The batch
+ * becomes the channel axis: a -> [Ca, G*N, ...A], b -> [G*Cb, N, ...O], stride and dilation swap.
+ */
+function convWeightGrad(
+  a: Value,
+  b: Value,
+  group: number,
+  strides: readonly number[],
+  dilations: readonly number[],
+  pads: readonly number[],
+  kernel: Shape,
+): Value {
+  const [n, ca] = [a.shape[0], a.shape[1] / group];
+  const spatialA = a.shape.slice(2);
+  const spatialAxes = spatialA.map((_, i) => i + 3);
+  const aGrouped = op.reshape(a, [n, group, ca, ...spatialA]); // [N, G, Ca, ...A]
+  const aT = op.reshape(op.transpose(aGrouped, [2, 1, 0, ...spatialAxes]), [ca, group * n, ...spatialA]); // [Ca, G*N, ...A]
+  const bT = op.transpose(b, [1, 0, ...b.shape.slice(2).map((_, i) => i + 2)]); // [G*Cb, N, ...O]
+  const full = op.conv(aT, bT, null, { strides: dilations, dilations: strides, pads, group }); // [Ca, G*Cb, ...K'], K' >= K
+  const spatial = kernel.map((_, i) => i + 2);
+  const cropped = full.shape.slice(2).every((d, i) => d === kernel[i])
+    ? full
+    : op.slice(full, kernel.map(() => 0), kernel, spatial); // [Ca, G*Cb, ...K]
+  return op.transpose(cropped, [1, 0, ...spatial]); // [G*Cb, Ca, ...K]
+}
+
+interface ConvAttrs {
+  strides: readonly number[];
+  pads: readonly number[];
+  dilations: readonly number[];
+  group: number;
+}
+
+function convAttrs(node: Node, spatial: number): ConvAttrs {
+  const autoPad = stringAttr(node, 'auto_pad', 'NOTSET');
+  if (autoPad !== 'NOTSET') unsupported(node, `auto_pad ${autoPad} (explicit pads only)`);
+  if (node.attrs.output_shape) unsupported(node, 'output_shape (use output_padding)');
+  return {
+    strides: intsAttr(node, 'strides', Array(spatial).fill(1)),
+    pads: intsAttr(node, 'pads', Array(2 * spatial).fill(0)),
+    dilations: intsAttr(node, 'dilations', Array(spatial).fill(1)),
+    group: intAttr(node, 'group', 1),
+  };
+}
+
+/** Sum over every axis but the channel axis 1: the gradient of a per-channel bias. */
+const channelSum = (dy: Value): Value => op.reduceSum(dy, dy.shape.map((_, i) => i).filter((i) => i !== 1), false); // [C]
+
+/** [B, L, H*D] -> [B, H, L, D] */
+const splitHeads = (x: Value, heads: number): Value => {
+  const [b, l, hd] = x.shape;
+  return op.transpose(op.reshape(x, [b, l, heads, hd / heads]), [0, 2, 1, 3]);
+};
+/** [B, H, L, D] -> [B, L, H*D] */
+const mergeHeads = (x: Value): Value => {
+  const [b, h, l, d] = x.shape;
+  return op.reshape(op.transpose(x, [0, 2, 1, 3]), [b, l, h * d]);
+};
+
+// ---------------------------------------------------------------- the table
+
+export const gradientRules: Readonly<Record<string, GradRule>> = {
+  // ------------------------------------------------ elementwise, broadcasting
+  // y = a + b: da = dy, db = dy (each summed back to its shape)
+  Add: (ctx) => binaryGrads(ctx, () => ctx.dy, () => ctx.dy),
+
+  // y = a - b: da = dy, db = -dy
+  Sub: (ctx) => binaryGrads(ctx, () => ctx.dy, () => op.neg(ctx.dy)),
+
+  // y = a * b: da = dy * b, db = dy * a
+  Mul: (ctx) => binaryGrads(ctx, () => op.mul(ctx.dy, input(ctx, 1)), () => op.mul(ctx.dy, input(ctx, 0))),
+
+  // y = a / b: da = dy / b, db = -dy * a / b^2 = -(dy / b) * y
+  Div: (ctx) => {
+    let dyOverB: Value | undefined;
+    const da = (): Value => (dyOverB ??= op.div(ctx.dy, input(ctx, 1)));
+    return binaryGrads(ctx, da, () => op.neg(op.mul(da(), ctx.outputs[0])));
+  },
+
+  // y = a^b: da = dy * b * a^(b-1), db = dy * y * ln(a) (taken as 0 where a = 0, as torch does)
+  Pow: (ctx) => {
+    const [a, b] = [input(ctx, 0), input(ctx, 1)];
+    const y = ctx.outputs[0];
+    return binaryGrads(
+      ctx,
+      () => op.mul(ctx.dy, op.mul(b, op.pow(a, op.sub(b, 1)))),
+      () => {
+        const safeLog = op.where(op.equal(a, 0), op.scalarLike(a, 0), op.log(a)); // a's shape
+        return op.mul(ctx.dy, op.mul(y, safeLog));
+      },
+    );
+  },
+
+  // y = max(a, b): da = dy where a > b, db = dy where b > a, ties split dy in halves
+  Max: (ctx) => {
+    const [a, b] = [input(ctx, 0), input(ctx, 1)];
+    const ties = op.equal(a, b);
+    return binaryGrads(ctx, () => selectGrad(ctx.dy, op.greater(a, b), ties), () => selectGrad(ctx.dy, op.less(a, b), ties));
+  },
+
+  // y = min(a, b): da = dy where a < b, db = dy where b < a, ties split dy in halves
+  Min: (ctx) => {
+    const [a, b] = [input(ctx, 0), input(ctx, 1)];
+    const ties = op.equal(a, b);
+    return binaryGrads(ctx, () => selectGrad(ctx.dy, op.less(a, b), ties), () => selectGrad(ctx.dy, op.greater(a, b), ties));
+  },
+
+  // y = where(c, a, b): dc none (bool), da = dy where c, db = dy where not c
+  Where: (ctx) => {
+    const [c, a, b] = [input(ctx, 0), input(ctx, 1), input(ctx, 2)];
+    const zero = op.scalarLike(ctx.dy, 0);
+    return [
+      null,
+      ctx.needs[1] ? sumToShape(op.where(c, ctx.dy, zero), a.shape) : null,
+      ctx.needs[2] ? sumToShape(op.where(c, zero, ctx.dy), b.shape) : null,
+    ];
+  },
+
+  // ------------------------------------------------ elementwise, unary
+  // y = sqrt(x): dx = dy / (2 y)
+  Sqrt: (ctx) => [op.div(op.mul(ctx.dy, 0.5), ctx.outputs[0])],
+
+  // y = exp(x): dx = dy * y
+  Exp: (ctx) => [op.mul(ctx.dy, ctx.outputs[0])],
+
+  // y = ln(x): dx = dy / x
+  Log: (ctx) => [op.div(ctx.dy, input(ctx, 0))],
+
+  // y = -x: dx = -dy
+  Neg: (ctx) => [op.neg(ctx.dy)],
+
+  // y = 1 / x: dx = -dy * y^2
+  Reciprocal: (ctx) => {
+    const y = ctx.outputs[0];
+    return [op.neg(op.mul(ctx.dy, op.mul(y, y)))];
+  },
+
+  // y = tanh(x): dx = dy * (1 - y^2)
+  Tanh: (ctx) => {
+    const y = ctx.outputs[0];
+    return [op.mul(ctx.dy, op.sub(op.scalarLike(y, 1), op.mul(y, y)))];
+  },
+
+  // y = sigmoid(x): dx = dy * y * (1 - y)
+  Sigmoid: (ctx) => {
+    const y = ctx.outputs[0];
+    return [op.mul(ctx.dy, op.mul(y, op.sub(op.scalarLike(y, 1), y)))];
+  },
+
+  // y = erf(x): dx = dy * 2/sqrt(pi) * exp(-x^2)
+  Erf: (ctx) => {
+    const x = input(ctx, 0);
+    return [op.mul(ctx.dy, op.mul(op.exp(op.neg(op.mul(x, x))), 2 / Math.sqrt(Math.PI)))];
+  },
+
+  // y = |x|: dx = dy * sign(x) (0 at x = 0)
+  Abs: (ctx) => [op.mul(ctx.dy, op.sign(input(ctx, 0)))],
+
+  // y = sin(x): dx = dy * cos(x)
+  Sin: (ctx) => [op.mul(ctx.dy, op.cos(input(ctx, 0)))],
+
+  // y = cos(x): dx = -dy * sin(x)
+  Cos: (ctx) => [op.neg(op.mul(ctx.dy, op.sin(input(ctx, 0))))],
+
+  // y = max(x, 0): dx = dy where x > 0, else 0
+  Relu: (ctx) => [op.where(op.greater(input(ctx, 0), 0), ctx.dy, op.scalarLike(ctx.dy, 0))],
+
+  // y = x: dx = dy
+  Identity: (ctx) => [ctx.dy],
+
+  // y = cast(x): dx = cast(dy) back to x's dtype (ints never get here: they need no gradient)
+  Cast: (ctx) => [op.cast(ctx.dy, input(ctx, 0).dtype)],
+
+  // ------------------------------------------------ linear algebra
+  // C = A B (batch axes broadcast): dA = dC B^T, dB = A^T dC, each summed back to its shape.
+  // A [..., m, k] with B [k, n] is the common linear layer: dB = A2^T dC2 on rows flattened.
+  MatMul: (ctx) => {
+    const [a, b] = [input(ctx, 0), input(ctx, 1)];
+    const dc = ctx.dy; // [...batch, m, n]
+    const da = ctx.needs[0] ? sumToShape(op.matmul(dc, transposeLast2(b)), a.shape) : null; // A's shape
+    let db: Value | null = null;
+    if (ctx.needs[1]) {
+      if (b.rank === 2 && a.rank > 2) {
+        const [k, n] = b.shape;
+        db = op.matmul(op.transpose(op.reshape(a, [-1, k]), [1, 0]), op.reshape(dc, [-1, n])); // [k, n]
+      } else {
+        db = sumToShape(op.matmul(transposeLast2(a), dc), b.shape); // B's shape
+      }
+    }
+    return [da, db];
+  },
+
+  // Y = alpha A' B' + beta C, A' = transA ? A^T : A, B' likewise:
+  //   dA' = alpha dY B'^T, dB' = alpha A'^T dY, dC = beta dY (summed back to C's shape)
+  Gemm: (ctx) => {
+    const { node, dy } = ctx;
+    const [a, b] = [input(ctx, 0), input(ctx, 1)];
+    const c = ctx.inputs[2] ?? null;
+    const transA = intAttr(node, 'transA', 0) === 1;
+    const transB = intAttr(node, 'transB', 0) === 1;
+    const alpha = floatAttr(node, 'alpha', 1);
+    const beta = floatAttr(node, 'beta', 1);
+    const da = !ctx.needs[0]
+      ? null
+      : transA
+        ? op.gemm(b, dy, null, { transA: transB, transB: true, alpha }) // [k, m] = alpha B' dY^T
+        : op.gemm(dy, b, null, { transB: !transB, alpha }); // [m, k] = alpha dY B'^T
+    const db = !ctx.needs[1]
+      ? null
+      : transB
+        ? op.gemm(dy, a, null, { transA: true, transB: transA, alpha }) // [n, k] = alpha dY^T A'
+        : op.gemm(a, dy, null, { transA: !transA, alpha }); // [k, n] = alpha A'^T dY
+    const dc = c && ctx.needs[2] ? sumToShape(beta === 1 ? dy : op.mul(dy, beta), c.shape) : null;
+    return [da, db, dc];
+  },
+
+  // y = conv(x, w) + bias, x [N, C, ...S], w [M, C/G, ...K]:
+  //   dx = ConvTranspose(dy, w) with the same strides/pads/dilations/groups and output_padding
+  //        = S - ((O-1) stride + (K-1) dilation + 1 - pads) (the rows a strided conv's floor dropped)
+  //   dw[m, c, k] = sum_{n,o} x_pad[n, g*C/G + c, o*stride + k*dilation] dy[n, m, o]  (convWeightGrad)
+  //   dbias = sum of dy over all axes but the channels
+  Conv: (ctx) => {
+    const [x, w] = [input(ctx, 0), input(ctx, 1)];
+    const dy = ctx.dy; // [N, M, ...O]
+    const spatial = x.rank - 2;
+    const { strides, pads, dilations, group } = convAttrs(ctx.node, spatial);
+    let dx: Value | null = null;
+    if (ctx.needs[0]) {
+      const outputPadding = x.shape.slice(2).map((s, i) => {
+        const covered = strides[i] * (dy.shape[2 + i] - 1) + (w.shape[2 + i] - 1) * dilations[i] + 1 - pads[i] - pads[i + spatial];
+        return s - covered;
+      });
+      dx = op.convTranspose(dy, w, null, { strides, pads, dilations, group, outputPadding }); // [N, C, ...S]
+    }
+    const dw = ctx.needs[1] ? convWeightGrad(x, dy, group, strides, dilations, pads, w.shape.slice(2)) : null; // [M, C/G, ...K]
+    const db = ctx.needs[2] ? channelSum(dy) : null; // [M]
+    return [dx, dw, db];
+  },
+
+  // y = convTranspose(x, w) + bias, x [N, C, ...h], w [C, M/G, ...K]:
+  //   dx = Conv(dy, w) with the same strides/pads/dilations/groups (cropped to h if output_padding >= stride)
+  //   dw[c, m, k] = sum_{n,i} dy_pad[n, g*M/G + m, i*stride + k*dilation] x[n, c, i]  (convWeightGrad)
+  //   dbias = sum of dy over all axes but the channels
+  ConvTranspose: (ctx) => {
+    const [x, w] = [input(ctx, 0), input(ctx, 1)];
+    const dy = ctx.dy; // [N, M, ...H]
+    const { strides, pads, dilations, group } = convAttrs(ctx.node, x.rank - 2);
+    let dx: Value | null = null;
+    if (ctx.needs[0]) {
+      const full = op.conv(dy, w, null, { strides, pads, dilations, group }); // [N, C, ...h'], h' >= h
+      const axes = x.shape.slice(2).map((_, i) => i + 2);
+      dx = sameShape(full.shape, x.shape) ? full : op.slice(full, axes.map(() => 0), x.shape.slice(2), axes); // [N, C, ...h]
+    }
+    const dw = ctx.needs[1] ? convWeightGrad(dy, x, group, strides, dilations, pads, w.shape.slice(2)) : null; // [C, M/G, ...K]
+    const db = ctx.needs[2] ? channelSum(dy) : null; // [M]
+    return [dx, dw, db];
+  },
+
+  // ------------------------------------------------ normalisation, softmax, attention
+  // y = softmax(x) along axis: dx = y * (dy - sum(dy * y, axis))
+  Softmax: (ctx) => {
+    const y = ctx.outputs[0];
+    const axis = normAxis(intAttr(ctx.node, 'axis', -1), y.rank);
+    return [op.mul(y, op.sub(ctx.dy, op.reduceSum(op.mul(ctx.dy, y), [axis])))];
+  },
+
+  // y = x_hat * scale + bias, x_hat normalised over the axes from `axis` (normBackward's formulas),
+  // statistics recomputed from x in float32 (float64 stays float64)
+  LayerNormalization: (ctx) => {
+    const { node, dy } = ctx;
+    if (ctx.outputs.length > 1) unsupported(node, 'the optional Mean/InvStdDev outputs');
+    const [x, scale] = [input(ctx, 0), input(ctx, 1)];
+    const bias = ctx.inputs[2] ?? null;
+    const axis = normAxis(intAttr(node, 'axis', -1), x.rank);
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
+    const { dx, dyC, xHat } = normBackward(x, dy, scale, axes, floatAttr(node, 'epsilon', 1e-5), ctx.needs[0]);
+    const lead = x.shape.map((_, i) => i).filter((i) => i < axis);
+    const dscale = ctx.needs[1] ? op.cast(op.reduceSum(op.mul(dyC, xHat), lead, false), scale.dtype) : null; // scale's shape
+    const dbias = bias && ctx.needs[2] ? op.cast(op.reduceSum(dyC, lead, false), bias.dtype) : null; // bias's shape
+    return [dx, dscale, dbias];
+  },
+
+  // y[n, c] = x_hat[n, c] * scale[c] + bias[c], x_hat normalised over the spatial axes per (n, c)
+  // (normBackward's formulas; group norm is this on x viewed as [N, G, rest])
+  InstanceNormalization: (ctx) => {
+    const { node, dy } = ctx;
+    const [x, scale, bias] = [input(ctx, 0), input(ctx, 1), input(ctx, 2)];
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= 2);
+    const scaleB = op.reshape(scale, [x.shape[1], ...axes.map(() => 1)]); // [C, 1, ...]
+    const { dx, dyC, xHat } = normBackward(x, dy, scaleB, axes, floatAttr(node, 'epsilon', 1e-5), ctx.needs[0]);
+    const dscale = ctx.needs[1] ? op.cast(channelSum(op.mul(dyC, xHat)), scale.dtype) : null; // [C]
+    const dbias = ctx.needs[2] ? op.cast(channelSum(dyC), bias.dtype) : null; // [C]
+    return [dx, dscale, dbias];
+  },
+
+  // O = softmax(Q K^T * scale) V per head; the probabilities P are recomputed from q and k here
+  // (nothing kept from the fused forward):
+  //   dV = P^T dO, dP = dO V^T, dS = P * (dP - sum(dP * P, -1)), dQ = scale dS K, dK = scale dS^T Q
+  'com.microsoft:MultiHeadAttention': (ctx) => {
+    const { node, dy } = ctx;
+    if (ctx.inputs.length > 3 && ctx.inputs.slice(3).some((v) => v !== null)) unsupported(node, 'bias, masks or past key/value inputs');
+    if (intAttr(node, 'unidirectional', 0) !== 0) unsupported(node, 'unidirectional (causal) attention');
+    const [q, k, v] = [input(ctx, 0), input(ctx, 1), input(ctx, 2)];
+    const heads = intAttr(node, 'num_heads', 0);
+    const headDim = q.shape[2] / heads;
+    const scale = floatAttr(node, 'scale', 1 / Math.sqrt(headDim));
+    const qh = splitHeads(q, heads); // [B, H, Lq, D]
+    const kh = splitHeads(k, heads); // [B, H, Lk, D]
+    const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
+    const probs = op.softmax(op.mul(op.matmul(qh, transposeLast2(kh)), scale), -1); // [B, H, Lq, Lk]
+    const dv = ctx.needs[2] ? mergeHeads(op.matmul(transposeLast2(probs), dOut)) : null; // [B, Lk, H*Dv]
+    if (!ctx.needs[0] && !ctx.needs[1]) return [null, null, dv];
+    const vh = splitHeads(v, heads); // [B, H, Lk, Dv]
+    const dProbs = op.matmul(dOut, transposeLast2(vh)); // [B, H, Lq, Lk]
+    const dScores = op.mul(op.mul(probs, op.sub(dProbs, op.reduceSum(op.mul(dProbs, probs), [-1]))), scale); // [B, H, Lq, Lk], scale folded in
+    const dq = ctx.needs[0] ? mergeHeads(op.matmul(dScores, kh)) : null; // [B, Lq, H*D]
+    const dk = ctx.needs[1] ? mergeHeads(op.matmul(transposeLast2(dScores), qh)) : null; // [B, Lk, H*D]
+    return [dq, dk, dv];
+  },
+
+  // ------------------------------------------------ reductions
+  // y = sum(x, axes): dx = dy broadcast back over the reduced axes
+  ReduceSum: (ctx) => [reduceBackward(ctx, false)],
+
+  // y = mean(x, axes): dx = dy / count broadcast back over the reduced axes
+  ReduceMean: (ctx) => [reduceBackward(ctx, true)],
+
+  // ------------------------------------------------ shape ops
+  // y = reshape(x): dx = reshape(dy, x.shape)
+  Reshape: (ctx) => [op.reshape(ctx.dy, input(ctx, 0).shape)],
+
+  // y = transpose(x, perm): dx = transpose(dy, inverse(perm))
+  Transpose: (ctx) => {
+    const x = input(ctx, 0);
+    const perm = intsAttr(ctx.node, 'perm', x.shape.map((_, i) => x.rank - 1 - i));
+    const inverse: number[] = [];
+    perm.forEach((p, i) => (inverse[p] = i));
+    return [op.transpose(ctx.dy, inverse)];
+  },
+
+  // y = concat(x_0, x_1, ...; axis): dx_i = the piece of dy that x_i filled (one Split)
+  Concat: (ctx) => {
+    const axis = normAxis(intAttr(ctx.node, 'axis', 0), ctx.dy.rank);
+    const values = ctx.inputs.map((v, i) => input(ctx, i));
+    return op.split(ctx.dy, values.map((v) => v.shape[axis]), axis);
+  },
+
+  // y_0, y_1, ... = split(x; axis): dx = concat(dy_0, dy_1, ...) with zeros for unused pieces
+  Split: (ctx) => {
+    const axis = normAxis(intAttr(ctx.node, 'axis', 0), input(ctx, 0).rank);
+    const pieces = ctx.outputs.map((y, i) => ctx.grads[i] ?? zerosLike(y));
+    return [op.concat(pieces, axis)];
+  },
+
+  // y = x[starts:ends:steps] on some axes: dx = zeros with dy placed at those positions
+  // (zeros interleaved for steps > 1, then padded before and after)
+  Slice: (ctx) => {
+    const { node } = ctx;
+    const x = input(ctx, 0);
+    const starts = constantNumbers(node, ctx.inputs[1], 'starts');
+    const axesIn = ctx.inputs[3] ? constantNumbers(node, ctx.inputs[3], 'axes') : starts.map((_, i) => i);
+    const steps = ctx.inputs[4] ? constantNumbers(node, ctx.inputs[4], 'steps') : starts.map(() => 1);
+    const axes = axesIn.map((a) => normAxis(a, x.rank));
+    const pads = Array<number>(2 * x.rank).fill(0);
+    let placed = ctx.dy; // y's shape
+    axes.forEach((axis, i) => {
+      const size = x.shape[axis];
+      const step = steps[i];
+      if (step <= 0) unsupported(node, 'negative steps');
+      const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + size : starts[i], 0), size);
+      const count = placed.shape[axis];
+      if (step > 1) {
+        const spread = op.pad(op.unsqueeze(placed, axis + 1), padAt(placed.rank + 1, axis + 1, 0, step - 1)); // [..., count, step, ...]
+        placed = op.reshape(spread, placed.shape.map((d, j) => (j === axis ? count * step : d))); // [..., count*step, ...]
+      }
+      let after = size - start - placed.shape[axis];
+      if (after < 0) {
+        placed = op.slice(placed, [0], [placed.shape[axis] + after], [axis]); // trailing zeros of the spread only
+        after = 0;
+      }
+      pads[axis] = start;
+      pads[axis + x.rank] = after;
+    });
+    return [op.pad(placed, pads)]; // x's shape
+  },
+
+  // y = nearest upsampling of x by integer scales (asymmetric, floor): each x element fills an
+  // s_1 x s_2 block, so dx = the sum of dy over each block (reshape + ReduceSum)
+  Resize: (ctx) => {
+    const { node } = ctx;
+    const x = input(ctx, 0);
+    if (stringAttr(node, 'mode', 'nearest') !== 'nearest' || stringAttr(node, 'coordinate_transformation_mode', 'half_pixel') !== 'asymmetric' || stringAttr(node, 'nearest_mode', 'round_prefer_floor') !== 'floor')
+      unsupported(node, 'only nearest / asymmetric / floor resizing (resizeNearest) has a rule');
+    if (ctx.inputs[3]) unsupported(node, 'a sizes input (integer scales only)');
+    const scales = constantNumbers(node, ctx.inputs[2] ?? null, 'scales');
+    if (!scales.every((s) => Number.isInteger(s) && s >= 1)) unsupported(node, `scales [${scales.join(',')}] are not positive integers`);
+    const blocks = x.shape.flatMap((d, i) => [d, scales[i]]); // [d0, s0, d1, s1, ...]
+    const blockAxes = x.shape.map((_, i) => 2 * i + 1);
+    return [op.reduceSum(op.reshape(ctx.dy, blocks), blockAxes, false)]; // x's shape
+  },
+
+  // y = expand(x, shape): dx = dy summed back to x's shape
+  Expand: (ctx) => [sumToShape(ctx.dy, input(ctx, 0).shape)],
+
+  // y = gather(data, indices, axis): data [P..., V, S...], y [P..., I..., S...]
+  //   d data[p, v, s] = sum_i onehot(indices)[i, v] dy[p, i, s]  (one-hot MatMul; runs on every
+  //   provider, unlike ScatterND with reduction add). Negative indices count from the end.
+  Gather: (ctx) => {
+    const data = input(ctx, 0);
+    const indices = input(ctx, 1);
+    const axis = normAxis(intAttr(ctx.node, 'axis', 0), data.rank);
+    const vocab = data.shape[axis];
+    const before = numel(data.shape.slice(0, axis));
+    const after = numel(data.shape.slice(axis + 1));
+    const count = numel(indices.shape);
+    const flat = op.reshape(indices, [count, 1]); // [I, 1]
+    const wrapped = op.where(op.less(flat, 0), op.add(flat, vocab), flat); // [I, 1]
+    const range = ctx.graph.constant(Array.from({ length: vocab }, (_, i) => i), indices.dtype, [1, vocab]); // [1, V]
+    const onehot = op.cast(op.equal(wrapped, range), ctx.dy.dtype); // [I, V]
+    const dy = op.reshape(ctx.dy, [before, count, after]); // [P, I, S]
+    const dData = op.matmul(op.transpose(onehot, [1, 0]), dy); // [P, V, S]
+    return [op.reshape(dData, data.shape), null];
+  },
+};
+
+/** The pads of Pad that add `begin` and `end` on one axis of a tensor of the given rank. */
+function padAt(rank: number, axis: number, begin: number, end: number): number[] {
+  const pads = Array<number>(2 * rank).fill(0);
+  pads[axis] = begin;
+  pads[axis + rank] = end;
+  return pads;
+}
+
+/** ReduceSum / ReduceMean backward: dy (keepdims or not) reshaped to keepdims and expanded to x. */
+function reduceBackward(ctx: GradContext, mean: boolean): Value {
+  const x = input(ctx, 0);
+  const axesInput = ctx.inputs[1] ?? null;
+  const axes = axesInput ? constantNumbers(ctx.node, axesInput, 'axes').map((a) => normAxis(a, x.rank)) : x.shape.map((_, i) => i);
+  if (axes.length === 0 && intAttr(ctx.node, 'noop_with_empty_axes', 0) === 1) return ctx.dy;
+  const kept = op.reshape(ctx.dy, x.shape.map((d, i) => (axes.includes(i) ? 1 : d))); // keepdims shape
+  const count = axes.reduce((n, a) => n * x.shape[a], 1);
+  const scaled = mean ? op.mul(kept, 1 / count) : kept;
+  return op.expand(scaled, x.shape); // x's shape
+}
+
+/** The key of a node in the rule table. */
+export const ruleKey = (node: Node): string => (node.domain ? `${node.domain}:${node.op}` : node.op);
+
+export const isDifferentiable = (v: Value): boolean => isFloat(v.dtype);
