@@ -19,7 +19,8 @@ export default defineConfig({
       outDir: resolve(root, 'out/preload'),
       rolldownOptions: {
         input: { index: resolve(root, 'src-main/app/preload.ts') },
-        output: { format: 'cjs', entryFileNames: '[name].js' },
+        // .cjs: the package is "type": "module", so a .js file would read as ESM.
+        output: { format: 'cjs', entryFileNames: '[name].cjs' },
       },
     },
   },

@@ -29,7 +29,7 @@ function createWindow(): BrowserWindow {
     show: false,
     webPreferences: {
       // A sandboxed CommonJS preload (see electron.vite.config.ts); the page gets only the bridge.
-      preload: fileURLToPath(new URL('../preload/index.js', import.meta.url)),
+      preload: fileURLToPath(new URL('../preload/index.cjs', import.meta.url)),
       contextIsolation: true,
       sandbox: true,
       nodeIntegration: false,

@@ -10,7 +10,7 @@ export const CHROMIUM = '/usr/bin/chromium';
 
 /** Builds out/ when a test runs without `npm test` having built it first. */
 export function ensureBuilt(): void {
-  const built = ['out/main/index.js', 'out/preload/index.js', 'out/renderer/index.html'].every((f) => existsSync(repoRoot + f));
+  const built = ['out/main/index.js', 'out/preload/index.cjs', 'out/renderer/index.html'].every((f) => existsSync(repoRoot + f));
   if (built) return;
   const result = spawnSync(process.execPath, [repoRoot + 'node_modules/electron-vite/bin/electron-vite.js', 'build'], {
     cwd: repoRoot,

@@ -91,6 +91,7 @@ const CAPTION_CODES: ReadonlySet<ProblemCode> = new Set(['missing-caption', 'emp
 
 export class Dataset {
   private bucketer: AspectBuckets;
+  private readonly byRelativePath: Map<string, DatasetItem>;
 
   private constructor(
     readonly folder: string,
@@ -100,6 +101,7 @@ export class Dataset {
     bucketOptions: BucketOptions,
   ) {
     this.bucketer = new AspectBuckets(bucketOptions);
+    this.byRelativePath = new Map(items.map((item) => [item.relativePath, item]));
     this.assignBuckets();
   }
 
@@ -158,7 +160,7 @@ export class Dataset {
   }
 
   item(relativePath: string): DatasetItem {
-    const found = this.items.find((item) => item.relativePath === relativePath);
+    const found = this.byRelativePath.get(relativePath);
     if (!found) throw new Error(`${join(this.folder, relativePath)}: not an image of this dataset`);
     return found;
   }

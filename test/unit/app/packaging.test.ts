@@ -90,7 +90,7 @@ describe('electron-builder --dir --linux', () => {
   it('packs the built main, preload and renderer, not the sources', () => {
     const files = asarFiles(join(appDir, 'resources', 'app.asar'));
     expect(files).toContain('out/main/index.js');
-    expect(files).toContain('out/preload/index.js');
+    expect(files).toContain('out/preload/index.cjs');
     expect(files).toContain('out/renderer/index.html');
     expect(files).toContain('package.json');
     expect(files.filter((f) => f.startsWith('src-main/') || f.startsWith('test/') || f.startsWith('.gpu-pack/'))).toEqual([]);
