@@ -120,7 +120,7 @@ export class Dataset {
       for (const unused of image.unusedCaptionPaths) {
         problems.push(makeProblem('multiple-captions', image.relativePath, `has more than one caption file; using ${basename(image.captionPath!)}, not ${basename(unused)}`));
       }
-      problems.push(...captionProblems(image.relativePath, caption));
+      problems.push(...captionProblems(image.relativePath, caption, image.trigger));
       options.onProgress?.(++done, scan.images.length);
       return {
         path: image.path,
@@ -216,7 +216,7 @@ export class Dataset {
     item.caption = text.replace(/\r\n?/gu, '\n');
     item.problems = [
       ...item.problems.filter((p) => !CAPTION_CODES.has(p.code)),
-      ...captionProblems(item.relativePath, { path: captionPath, text: item.caption, validUtf8: true }),
+      ...captionProblems(item.relativePath, { path: captionPath, text: item.caption, validUtf8: true }, item.trigger),
     ];
     return item;
   }

@@ -82,7 +82,7 @@ export async function readImageHeader(path: string, format: ImageFileFormat): Pr
   try {
     meta = await sharp(path).metadata();
   } catch (error) {
-    throw new ImageReadError(path, `cannot read image header: ${cleanSharpMessage(error)}`);
+    throw new ImageReadError(path, cleanSharpMessage(error));
   }
   const orientation = meta.orientation ?? 1;
   const frames = meta.pages ?? 1;
@@ -144,7 +144,7 @@ export async function decodeFully(path: string, format: ImageFileFormat): Promis
     await image.raw().toBuffer();
   } catch (error) {
     if (error instanceof ImageReadError) throw error;
-    throw new ImageReadError(path, `image data is truncated or corrupt: ${cleanSharpMessage(error)}`);
+    throw new ImageReadError(path, cleanSharpMessage(error));
   }
 }
 

@@ -11,6 +11,7 @@
 //   captionProblems(relativePath, caption): DatasetProblem[]
 //   findDuplicates(images, concurrency): Promise<Map<relativePath, string[]>>  same-content groups
 //   SHARP_PIXEL_LIMIT
+import { basename } from 'node:path';
 import { hashFile } from './content-hash';
 import { mapConcurrent } from './concurrency';
 import { ImageReadError, decodeFully, endMarkerLooksComplete, readImageHeader } from './image-source';
@@ -39,7 +40,7 @@ export async function inspectImage(image: { path: string; relativePath: string; 
   try {
     header = await readImageHeader(image.path, image.format);
   } catch (error) {
-    return { header: null, problems: [makeProblem('unreadable', file, `not a readable image (${reasonOf(error)}); it is left out of training`)] };
+    return { header: null, problems: [makeProblem('unreadable', file, `not a readable image: ${reasonOf(error)}; it is left out of training`)] };
   }
   if (header.width * header.height > SHARP_PIXEL_LIMIT) {
     return { header, problems: [makeProblem('too-many-pixels', file, `${header.width}x${header.height} is more than the ${SHARP_PIXEL_LIMIT} pixels we decode; it is left out of training`)] };
@@ -60,16 +61,20 @@ export async function inspectImage(image: { path: string; relativePath: string; 
   }
   if (header.space === 'cmyk') problems.push(makeProblem('cmyk', file, 'CMYK colours; converted to sRGB for training'));
   if (header.bitsPerSample > 8) problems.push(makeProblem('high-bit-depth', file, `${header.bitsPerSample}-bit samples; reduced to 8-bit sRGB for training`));
-  if (header.hasAlpha) problems.push(makeProblem('alpha', file, 'has transparency; transparent areas become white for training'));
+  // Only the header is read: an alpha channel may well be fully opaque.
+  if (header.hasAlpha) problems.push(makeProblem('alpha', file, 'has an alpha channel; transparent areas become white for training'));
   if (header.frames > 1) problems.push(makeProblem('animated', file, `animated (${header.frames} frames); only the first frame is used`));
   return { header, problems };
 }
 
-export function captionProblems(relativePath: string, caption: Pick<CaptionFile, 'path' | 'text' | 'validUtf8'> | null): DatasetProblem[] {
-  if (!caption) return [makeProblem('missing-caption', relativePath, 'has no caption file (.txt or .caption next to it)')];
+/** Caption problems of one image; `trigger` is the repeat folder's, used when the caption is missing. */
+export function captionProblems(relativePath: string, caption: Pick<CaptionFile, 'path' | 'text' | 'validUtf8'> | null, trigger: string | null = null): DatasetProblem[] {
+  const fallback = trigger ? `; the folder's trigger "${trigger}" is used as its caption` : '';
+  if (!caption) return [makeProblem('missing-caption', relativePath, `has no caption file (.txt or .caption next to it)${fallback}`)];
   const problems: DatasetProblem[] = [];
-  if (!caption.validUtf8) problems.push(makeProblem('caption-not-utf8', relativePath, `its caption ${caption.path} is not valid UTF-8; unreadable characters were replaced`));
-  if (caption.text.trim() === '') problems.push(makeProblem('empty-caption', relativePath, `its caption ${caption.path} is empty`));
+  const name = basename(caption.path);
+  if (!caption.validUtf8) problems.push(makeProblem('caption-not-utf8', relativePath, `its caption ${name} is not valid UTF-8; unreadable characters were replaced`));
+  if (caption.text.trim() === '') problems.push(makeProblem('empty-caption', relativePath, `its caption ${name} is empty${fallback}`));
   return problems;
 }
 

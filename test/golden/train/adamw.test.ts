@@ -20,9 +20,9 @@ describe('AdamW graph', () => {
     g.output(out.v, 'v_new');
     const session = await Session.create(serializeModel(g));
 
-    let param = cases.get('adamw.p0')!.data as Float32Array;
-    let mState = new Float32Array(n);
-    let vState = new Float32Array(n);
+    let param: Float32Array = cases.get("adamw.p0")!.data as Float32Array;
+    let mState: Float32Array = new Float32Array(n);
+    let vState: Float32Array = new Float32Array(n);
     for (let step = 1; step <= 3; step++) {
       const scalars = adamwStepValues(config, 1e-3, step);
       const feeds = {

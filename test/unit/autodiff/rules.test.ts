@@ -191,10 +191,10 @@ describe('normalisation and softmax rules', () => {
     'InstanceNormalization, the real float32 kernel': {
       dtype: 'float32',
       inputs: [{ name: 'x', shape: [2, 3, 6] }, { name: 's', shape: [3] }, { name: 'b', shape: [3] }],
-      build: (x, s, b) => op.instanceNorm(x, s, b, 1e-3),
-      step: 1e-2,
-      rtol: 1e-2,
-      atol: 2e-3,
+      build: (x, s, b) => op.instanceNorm(x, s, b, 0.1), // a large epsilon, so where it enters matters
+      step: 4e-3,
+      rtol: 3e-3,
+      atol: 3e-4,
     },
   });
 });
@@ -276,9 +276,9 @@ describe('com.microsoft MultiHeadAttention rule', () => {
       dtype: 'float32',
       inputs: [{ name: 'q', shape: [2, 3, 8] }, { name: 'k', shape: [2, 4, 8] }, { name: 'v', shape: [2, 4, 8] }],
       build: (q, k, v) => op.multiHeadAttention(q, k, v, 2),
-      step: 1e-2,
-      rtol: 1e-2,
-      atol: 2e-3,
+      step: 4e-3,
+      rtol: 3e-3,
+      atol: 3e-4,
     },
   });
 });
