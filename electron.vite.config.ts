@@ -30,6 +30,7 @@ export default defineConfig({
       outDir: resolve(root, 'out/renderer'),
       rolldownOptions: { input: resolve(root, 'src-renderer/index.html') },
     },
-    plugins: [svelte()],
+    // No svelte.config.js: Svelte 5 reads TypeScript in components without a preprocessor.
+    plugins: [svelte({ configFile: false })],
   },
 });

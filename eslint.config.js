@@ -153,7 +153,10 @@ export default tseslint.config(
       'no-restricted-syntax': [
         'error',
         ipcMemberAccess,
-        dynamicImportOf(['onnxruntime-node', 'onnxruntime-common', 'onnxruntime-web'], noOnnxruntime[0].message),
+        dynamicImportOf(
+          ['onnxruntime-node', 'onnxruntime-common', 'onnxruntime-web'],
+          noOnnxruntime[0].message,
+        ),
       ],
     },
   },
@@ -165,7 +168,10 @@ export default tseslint.config(
       '@typescript-eslint/no-restricted-imports': restrict([noElectron, ...noOnnxruntime]),
       'no-restricted-syntax': [
         'error',
-        dynamicImportOf(['electron', 'onnxruntime-node', 'onnxruntime-common', 'onnxruntime-web'], noElectron.message),
+        dynamicImportOf(
+          ['electron', 'onnxruntime-node', 'onnxruntime-common', 'onnxruntime-web'],
+          noElectron.message,
+        ),
       ],
       'no-restricted-globals': ['error', ...DOM_GLOBALS],
     },
@@ -196,7 +202,10 @@ export default tseslint.config(
       'no-restricted-syntax': [
         'error',
         ipcMemberAccess,
-        dynamicImportOf(['electron', 'node:.*'], 'The renderer runs in a browser page: no Electron or Node modules.'),
+        dynamicImportOf(
+          ['electron', 'node:.*'],
+          'The renderer runs in a browser page: no Electron or Node modules.',
+        ),
       ],
     },
   },

@@ -85,7 +85,8 @@ if (existsSync(reportFile)) {
       testsFailed += 1;
       failedFiles.push(`${file.name.replace(root, '')} (${(file.message ?? 'failed').split('\n')[0]})`);
     } else if (failedTests.length > 0) {
-      for (const t of failedTests) failedFiles.push(`${file.name.replace(root, '')} > ${t.fullName ?? t.title}`);
+      for (const t of failedTests)
+        failedFiles.push(`${file.name.replace(root, '')} > ${t.fullName ?? t.title}`);
     }
   }
   if (vitestCode !== 0 && testsFailed === 0) {
@@ -99,7 +100,8 @@ if (existsSync(reportFile)) {
 rmSync(reportDir, { recursive: true, force: true });
 
 banner('summary');
-for (const r of results) console.log(`${r.ok ? '✓' : '✗'} ${r.name.padEnd(10)} ${r.seconds.toFixed(1).padStart(6)} s`);
+for (const r of results)
+  console.log(`${r.ok ? '✓' : '✗'} ${r.name.padEnd(10)} ${r.seconds.toFixed(1).padStart(6)} s`);
 console.log(
   `${testsFailed === 0 ? '✓' : '✗'} ${'vitest'.padEnd(10)} ${vitestSeconds.toFixed(1).padStart(6)} s  ` +
     `${testsPassed} passed, ${testsFailed} failed`,

@@ -52,7 +52,8 @@ export function createApiHandlers(host: ApiHost): ApiHandlers {
 
     'fs.listFolder': async (req) => {
       const path = await host.guard.resolveExisting(requireString(req, 'path', 'fs.listFolder'));
-      if (!(await stat(path)).isDirectory()) throw new ApiError('not-a-folder', `${path} is a file, not a folder.`);
+      if (!(await stat(path)).isDirectory())
+        throw new ApiError('not-a-folder', `${path} is a file, not a folder.`);
       const dirents = await readdir(path, { withFileTypes: true });
       const entries = await Promise.all(
         dirents.map(async (d): Promise<FolderEntry | null> => {
@@ -68,14 +69,20 @@ export function createApiHandlers(host: ApiHost): ApiHandlers {
         }),
       );
       const listed = entries.filter((e): e is FolderEntry => e !== null);
-      listed.sort((a, b) => (a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === 'folder' ? -1 : 1));
+      listed.sort((a, b) =>
+        a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === 'folder' ? -1 : 1,
+      );
       return { path, entries: listed };
     },
   };
 }
 
 /** Calls a method by name with untrusted parameters (from a socket or IPC message). */
-export function callByName(handlers: ApiHandlers, method: unknown, params: unknown): Promise<ApiOutcome<unknown>> {
+export function callByName(
+  handlers: ApiHandlers,
+  method: unknown,
+  params: unknown,
+): Promise<ApiOutcome<unknown>> {
   return settle(async () => {
     // Own properties only: 'constructor' or '__proto__' must not reach Object.prototype.
     if (typeof method !== 'string' || !Object.hasOwn(handlers, method)) {

@@ -33,7 +33,9 @@ function registerUntyped(method: string, fn: AnyHandler): void {
     ipcMain.handle(INVOKE_CHANNEL, (_event, method: unknown, req: unknown): Promise<ApiOutcome<unknown>> => {
       const target = typeof method === 'string' ? registered.get(method) : undefined;
       if (!target) {
-        return settle(() => Promise.reject(new ApiError('unknown-method', `Unknown API method ${JSON.stringify(method)}.`)));
+        return settle(() =>
+          Promise.reject(new ApiError('unknown-method', `Unknown API method ${JSON.stringify(method)}.`)),
+        );
       }
       return settle(() => target(req));
     });
@@ -49,6 +51,10 @@ export function handleAll(handlers: ApiHandlers): void {
 }
 
 /** Pushes one contract event to a window's page. */
-export function sendEvent<E extends EventName>(target: WebContents, event: E, payload: EventPayload<E>): void {
+export function sendEvent<E extends EventName>(
+  target: WebContents,
+  event: E,
+  payload: EventPayload<E>,
+): void {
   if (!target.isDestroyed()) target.send(EVENT_CHANNEL, event, payload);
 }

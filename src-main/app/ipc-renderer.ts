@@ -15,7 +15,10 @@ import type {
 const INVOKE_CHANNEL: InvokeChannel = 'lora-studio:invoke';
 const EVENT_CHANNEL: EventChannel = 'lora-studio:event';
 
-export function invoke<M extends MethodName>(method: M, req: MethodRequest<M>): Promise<ApiOutcome<MethodResponse<M>>> {
+export function invoke<M extends MethodName>(
+  method: M,
+  req: MethodRequest<M>,
+): Promise<ApiOutcome<MethodResponse<M>>> {
   return ipcRenderer.invoke(INVOKE_CHANNEL, method, req) as Promise<ApiOutcome<MethodResponse<M>>>;
 }
 

@@ -1,6 +1,14 @@
 // The Electron main process, kept thin: the window, the menu, and serving the API handlers over
 // IPC. Heavy work belongs to the engine's worker process, never to this event loop.
-import { app, BrowserWindow, dialog, Menu, shell, type MenuItemConstructorOptions, type OpenDialogOptions } from 'electron';
+import {
+  app,
+  BrowserWindow,
+  dialog,
+  Menu,
+  shell,
+  type MenuItemConstructorOptions,
+  type OpenDialogOptions,
+} from 'electron';
 import { fileURLToPath } from 'node:url';
 import { ApiEventBus } from '../api/events';
 import { createApiHandlers } from '../api/handlers';
@@ -12,12 +20,21 @@ const events = new ApiEventBus();
 
 async function pickFolder(): Promise<string | null> {
   const owner = BrowserWindow.getFocusedWindow();
-  const options: OpenDialogOptions = { title: 'Open a folder', properties: ['openDirectory', 'createDirectory'] };
+  const options: OpenDialogOptions = {
+    title: 'Open a folder',
+    properties: ['openDirectory', 'createDirectory'],
+  };
   const result = owner ? await dialog.showOpenDialog(owner, options) : await dialog.showOpenDialog(options);
   return result.canceled || result.filePaths.length === 0 ? null : result.filePaths[0];
 }
 
-const handlers = createApiHandlers({ kind: 'electron', version: app.getVersion(), guard, events, pickFolder });
+const handlers = createApiHandlers({
+  kind: 'electron',
+  version: app.getVersion(),
+  guard,
+  events,
+  pickFolder,
+});
 
 function createWindow(): BrowserWindow {
   const win = new BrowserWindow({
@@ -63,7 +80,12 @@ function buildMenu(): Menu {
     { role: 'editMenu' },
     {
       label: 'View',
-      submenu: [{ role: 'reload' }, { role: 'toggleDevTools' }, { type: 'separator' }, { role: 'togglefullscreen' }],
+      submenu: [
+        { role: 'reload' },
+        { role: 'toggleDevTools' },
+        { type: 'separator' },
+        { role: 'togglefullscreen' },
+      ],
     },
     { role: 'windowMenu' },
   ];

@@ -13,7 +13,12 @@ export const infoCommand: CliCommand = {
     const json = args.includes('--json');
     const unknown = args.filter((a) => a !== '--json');
     if (unknown.length > 0) throw new CliUsageError(`Unknown argument ${unknown[0]}.`);
-    const api = createApiHandlers({ kind: 'cli', version: packageVersion(), guard: new PathGuard(), events: new ApiEventBus() });
+    const api = createApiHandlers({
+      kind: 'cli',
+      version: packageVersion(),
+      guard: new PathGuard(),
+      events: new ApiEventBus(),
+    });
     const info = await api['app.info']();
     if (json) {
       console.log(JSON.stringify(info, null, 2));

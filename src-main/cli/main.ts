@@ -12,7 +12,14 @@ export const commands: Record<string, CliCommand> = {
 function helpText(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
-  return ['Usage: lora-studio <command> [options]', '', 'Commands:', ...lines, '', 'lora-studio help <command> shows its options.'].join('\n');
+  return [
+    'Usage: lora-studio <command> [options]',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'lora-studio help <command> shows its options.',
+  ].join('\n');
 }
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -56,7 +56,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const token = options.token ?? createToken();
   const rendererDir = resolve(options.rendererDir);
   if (!existsSync(join(rendererDir, 'index.html'))) {
-    throw new Error(`${join(rendererDir, 'index.html')} not found: build the studio first with \`npm run build\`.`);
+    throw new Error(
+      `${join(rendererDir, 'index.html')} not found: build the studio first with \`npm run build\`.`,
+    );
   }
   let cookieName = 'lora_studio_token';
 
@@ -75,7 +77,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // The page's own asset requests carry no query, so the first visit leaves a cookie.
       res.setHeader('Set-Cookie', `${cookieName}=${token}; HttpOnly; SameSite=Strict; Path=/`);
     } else if (!tokensMatch(readCookie(req, cookieName), token)) {
-      send(res, 401, 'LoRA Studio: open the URL that `lora-studio serve` printed; it carries the access token.');
+      send(
+        res,
+        401,
+        'LoRA Studio: open the URL that `lora-studio serve` printed; it carries the access token.',
+      );
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -173,7 +179,9 @@ function serveSocket(ws: WebSocket, handlers: ApiHandlers, events: ApiEventBus):
 
 function parseRequest(data: RawData): WireRequest | null {
   try {
-    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+    const text = Array.isArray(data)
+      ? Buffer.concat(data).toString('utf8')
+      : Buffer.from(data as ArrayBuffer).toString('utf8');
     const msg: unknown = JSON.parse(text);
     if (typeof msg !== 'object' || msg === null) return null;
     const { id, method, params } = msg as Record<string, unknown>;
@@ -257,6 +265,8 @@ export function defaultRendererDir(): string {
 }
 
 export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }

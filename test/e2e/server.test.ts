@@ -13,7 +13,7 @@ let browser: Browser;
 let workspace: string;
 
 beforeAll(async () => {
-  ensureBuilt();
+  await ensureBuilt();
   workspace = realpathSync(mkdtempSync(join(tmpdir(), 'lora-e2e-')));
   mkdirSync(join(workspace, 'images'));
   writeFileSync(join(workspace, 'images', 'cat.png'), 'not really a png');
@@ -108,7 +108,10 @@ describe('headless studio access control', () => {
       });
 
     const listing = await call(1, 'fs.listFolder', { path: workspace });
-    expect(listing.result).toEqual({ path: workspace, entries: [{ name: 'images', kind: 'folder', size: 0 }] });
+    expect(listing.result).toEqual({
+      path: workspace,
+      entries: [{ name: 'images', kind: 'folder', size: 0 }],
+    });
     const outside = await call(2, 'fs.listFolder', { path: join(workspace, '..') });
     expect(outside.error).toMatchObject({ code: 'path-outside-roots' });
     ws.close();

@@ -62,6 +62,15 @@ export function spacedTimesteps(spacing: TimestepSpacing, T: number, n: number, 
   }
 }
 
+/**
+ * Euler-family timesteps (float32 values, as upstream): "linspace" = linspace(0, T-1, n) unrounded,
+ * "leading" and "trailing" as spacedTimesteps.
+ */
+export function spacedFloatTimesteps(spacing: TimestepSpacing, T: number, n: number, stepsOffset: number, source: string): Float64Array {
+  const values = spacing === 'linspace' ? Array.from(linspace(0, T - 1, n)).reverse() : spacedTimesteps(spacing, T, n, stepsOffset, source);
+  return Float64Array.from(values, Math.fround);
+}
+
 /** numpy.interp(x, arange(len(ys)), ys) for x within [0, len-1] (clamped outside, as numpy). */
 export function interpIndex(x: number, ys: Float64Array): number {
   if (x <= 0) return ys[0]!;
@@ -104,6 +113,14 @@ export function indexForTimestep(timesteps: ArrayLike<number>, t: number, classN
   const matches: number[] = [];
   for (let i = 0; i < timesteps.length && matches.length < 2; i++) if (timesteps[i] === t) matches.push(i);
   if (matches.length === 0) throw new Error(`${className}: timestep ${t} is not in the schedule (call setTimesteps and pass its timesteps)`);
+  return matches.length > 1 ? matches[1]! : matches[0]!;
+}
+
+/** DPM-Solver's variant of indexForTimestep: a timestep not in the schedule means the last step. */
+export function indexForTimestepOrLast(timesteps: ArrayLike<number>, t: number): number {
+  const matches: number[] = [];
+  for (let i = 0; i < timesteps.length && matches.length < 2; i++) if (timesteps[i] === t) matches.push(i);
+  if (matches.length === 0) return timesteps.length - 1;
   return matches.length > 1 ? matches[1]! : matches[0]!;
 }
 

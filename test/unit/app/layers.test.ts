@@ -24,15 +24,19 @@ const SERVER_FILE = 'src-main/server/__layer_probe.ts';
 
 describe('engine layer', () => {
   it('refuses electron', async () => {
-    expect(await rulesFiring(`import { app } from 'electron';\nexport const a = app;\n`, ENGINE_FILE)).toContain(
-      '@typescript-eslint/no-restricted-imports',
+    expect(
+      await rulesFiring(`import { app } from 'electron';\nexport const a = app;\n`, ENGINE_FILE),
+    ).toContain('@typescript-eslint/no-restricted-imports');
+    expect(await rulesFiring(`export const e = import('electron');\n`, ENGINE_FILE)).toContain(
+      'no-restricted-syntax',
     );
-    expect(await rulesFiring(`export const e = import('electron');\n`, ENGINE_FILE)).toContain('no-restricted-syntax');
   });
 
   it('refuses DOM globals', async () => {
     for (const name of ['window', 'document', 'navigator', 'HTMLElement']) {
-      expect(await rulesFiring(`export const x = ${name};\n`, ENGINE_FILE), name).toContain('no-restricted-globals');
+      expect(await rulesFiring(`export const x = ${name};\n`, ENGINE_FILE), name).toContain(
+        'no-restricted-globals',
+      );
     }
   });
 
@@ -44,7 +48,12 @@ describe('engine layer', () => {
   });
 
   it('allows Node built-ins', async () => {
-    expect(await rulesFiring(`import { readFile } from 'node:fs/promises';\nexport const r = readFile;\n`, ENGINE_FILE)).toEqual([]);
+    expect(
+      await rulesFiring(
+        `import { readFile } from 'node:fs/promises';\nexport const r = readFile;\n`,
+        ENGINE_FILE,
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -57,9 +66,9 @@ describe('renderer layer', () => {
   });
 
   it('refuses electron', async () => {
-    expect(await rulesFiring(`import { shell } from 'electron';\nexport const s = shell;\n`, RENDERER_FILE)).toContain(
-      '@typescript-eslint/no-restricted-imports',
-    );
+    expect(
+      await rulesFiring(`import { shell } from 'electron';\nexport const s = shell;\n`, RENDERER_FILE),
+    ).toContain('@typescript-eslint/no-restricted-imports');
   });
 
   it('imports the API contract type-only and nothing else from src-main', async () => {
@@ -68,13 +77,18 @@ describe('renderer layer', () => {
     const otherModule = `import type { ApiHandlers } from '../../../src-main/api/handlers';\nexport type H = ApiHandlers;\n`;
     const engine = `import { Graph } from '../../../src-main/engine/graph/graph';\nexport const g = Graph;\n`;
     expect(await rulesFiring(typeOnly, RENDERER_FILE)).toEqual([]);
-    expect(await rulesFiring(valueImport, RENDERER_FILE)).toContain('@typescript-eslint/no-restricted-imports');
-    expect(await rulesFiring(otherModule, RENDERER_FILE)).toContain('@typescript-eslint/no-restricted-imports');
+    expect(await rulesFiring(valueImport, RENDERER_FILE)).toContain(
+      '@typescript-eslint/no-restricted-imports',
+    );
+    expect(await rulesFiring(otherModule, RENDERER_FILE)).toContain(
+      '@typescript-eslint/no-restricted-imports',
+    );
     expect(await rulesFiring(engine, RENDERER_FILE)).toContain('@typescript-eslint/no-restricted-imports');
   });
 
   it('applies inside .svelte components too', async () => {
-    const component = (imp: string) => `<script lang="ts">\n  ${imp}\n  console.log(x);\n</script>\n\n<p>probe</p>\n`;
+    const component = (imp: string) =>
+      `<script lang="ts">\n  ${imp}\n  console.log(x);\n</script>\n\n<p>probe</p>\n`;
     expect(await rulesFiring(component(`import * as x from 'node:path';`), RENDERER_SVELTE)).toContain(
       '@typescript-eslint/no-restricted-imports',
     );
@@ -82,7 +96,10 @@ describe('renderer layer', () => {
       await rulesFiring(component(`import { x } from '../../../src-main/api/handlers';`), RENDERER_SVELTE),
     ).toContain('@typescript-eslint/no-restricted-imports');
     expect(
-      await rulesFiring(component(`import type { AppInfo as x } from '../../../src-main/api/contract';`), RENDERER_SVELTE),
+      await rulesFiring(
+        component(`import type { AppInfo as x } from '../../../src-main/api/contract';`),
+        RENDERER_SVELTE,
+      ),
     ).toEqual([]);
   });
 });
@@ -92,9 +109,13 @@ describe('IPC layer', () => {
     const main = `import { ipcMain } from 'electron';\nexport const i = ipcMain;\n`;
     const renderer = `import { ipcRenderer } from 'electron';\nexport const i = ipcRenderer;\n`;
     expect(await rulesFiring(main, APP_FILE)).toContain('@typescript-eslint/no-restricted-imports');
-    expect(await rulesFiring(renderer, 'src-main/app/preload.ts')).toContain('@typescript-eslint/no-restricted-imports');
+    expect(await rulesFiring(renderer, 'src-main/app/preload.ts')).toContain(
+      '@typescript-eslint/no-restricted-imports',
+    );
     expect(await rulesFiring(main, SERVER_FILE)).toContain('@typescript-eslint/no-restricted-imports');
-    expect(await rulesFiring(main, 'test/unit/app/__layer_probe.ts')).toContain('@typescript-eslint/no-restricted-imports');
+    expect(await rulesFiring(main, 'test/unit/app/__layer_probe.ts')).toContain(
+      '@typescript-eslint/no-restricted-imports',
+    );
     expect(await rulesFiring(main, 'src-main/app/ipc-main.ts')).toEqual([]);
     expect(await rulesFiring(renderer, 'src-main/app/ipc-renderer.ts')).toEqual([]);
   });
@@ -105,6 +126,11 @@ describe('IPC layer', () => {
   });
 
   it('lets the rest of the app use electron', async () => {
-    expect(await rulesFiring(`import { app, BrowserWindow } from 'electron';\nexport const a = [app, BrowserWindow];\n`, APP_FILE)).toEqual([]);
+    expect(
+      await rulesFiring(
+        `import { app, BrowserWindow } from 'electron';\nexport const a = [app, BrowserWindow];\n`,
+        APP_FILE,
+      ),
+    ).toEqual([]);
   });
 });

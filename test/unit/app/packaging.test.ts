@@ -1,13 +1,25 @@
 // electron-builder packs the built app for Linux with our config, offline: the Electron binary
 // is a stub (electronDist), and anything that tries the network hits a dead proxy and fails.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, repoRoot } from '../../e2e/helpers';
 
-const electronVersion = (JSON.parse(readFileSync(join(repoRoot, 'node_modules/electron/package.json'), 'utf8')) as { version: string }).version;
+const electronVersion = (
+  JSON.parse(readFileSync(join(repoRoot, 'node_modules/electron/package.json'), 'utf8')) as {
+    version: string;
+  }
+).version;
 let work: string;
 let appDir: string;
 let log = '';
@@ -36,8 +48,8 @@ function filesUnder(dir: string, prefix = ''): string[] {
   );
 }
 
-beforeAll(() => {
-  ensureBuilt();
+beforeAll(async () => {
+  await ensureBuilt();
   work = mkdtempSync(join(tmpdir(), 'lora-pack-'));
   const electronDist = join(work, 'electron-dist');
   spawnSync('mkdir', ['-p', electronDist]);
@@ -73,7 +85,8 @@ beforeAll(() => {
     },
   );
   log = `${result.stdout}\n${result.stderr}`;
-  if (result.status !== 0) throw new Error(`electron-builder failed (${result.status ?? result.signal}):\n${log}`);
+  if (result.status !== 0)
+    throw new Error(`electron-builder failed (${result.status ?? result.signal}):\n${log}`);
   appDir = join(output, 'linux-unpacked');
 }, 120_000);
 
@@ -93,15 +106,21 @@ describe('electron-builder --dir --linux', () => {
     expect(files).toContain('out/preload/index.cjs');
     expect(files).toContain('out/renderer/index.html');
     expect(files).toContain('package.json');
-    expect(files.filter((f) => f.startsWith('src-main/') || f.startsWith('test/') || f.startsWith('.gpu-pack/'))).toEqual([]);
+    expect(
+      files.filter((f) => f.startsWith('src-main/') || f.startsWith('test/') || f.startsWith('.gpu-pack/')),
+    ).toEqual([]);
   });
 
   it('unpacks the Linux onnxruntime binary and leaves out the Windows and macOS ones', () => {
     const unpacked = filesUnder(join(appDir, 'resources', 'app.asar.unpacked'));
     const packed = asarFiles(join(appDir, 'resources', 'app.asar'));
-    expect(unpacked).toContain(`node_modules/onnxruntime-node/bin/napi-v6/linux/${process.arch}/onnxruntime_binding.node`);
+    expect(unpacked).toContain(
+      `node_modules/onnxruntime-node/bin/napi-v6/linux/${process.arch}/onnxruntime_binding.node`,
+    );
     expect(unpacked.some((f) => /^node_modules\/@img\/sharp-linux-.*\.node$/.test(f))).toBe(true);
-    const foreign = [...unpacked, ...packed].filter((f) => /onnxruntime-node\/bin\/napi-v6\/(win32|darwin)\//.test(f));
+    const foreign = [...unpacked, ...packed].filter((f) =>
+      /onnxruntime-node\/bin\/napi-v6\/(win32|darwin)\//.test(f),
+    );
     expect(foreign).toEqual([]);
   });
 });

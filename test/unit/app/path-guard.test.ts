@@ -40,8 +40,12 @@ describe('PathGuard', () => {
   it('admits the opened folder and what lies inside it', async () => {
     const guard = new PathGuard([opened]);
     expect(await guard.resolveExisting(opened)).toBe(opened);
-    expect(await guard.resolveExisting(join(opened, 'images', 'a.png'))).toBe(join(opened, 'images', 'a.png'));
-    expect(await guard.resolveExisting(join(opened, 'link-in', 'a.png'))).toBe(join(opened, 'images', 'a.png'));
+    expect(await guard.resolveExisting(join(opened, 'images', 'a.png'))).toBe(
+      join(opened, 'images', 'a.png'),
+    );
+    expect(await guard.resolveExisting(join(opened, 'link-in', 'a.png'))).toBe(
+      join(opened, 'images', 'a.png'),
+    );
   });
 
   it('refuses folders that were not opened, including a sibling with the same prefix', async () => {
@@ -55,15 +59,21 @@ describe('PathGuard', () => {
     const guard = new PathGuard([opened]);
     const escape = `${opened}${sep}images${sep}..${sep}..${sep}secret${sep}key.txt`;
     expect(await refusal(guard.resolveExisting(escape))).toBe('path-outside-roots');
-    expect(await refusal(guard.resolveNew(`${opened}${sep}..${sep}secret${sep}new.txt`))).toBe('path-outside-roots');
+    expect(await refusal(guard.resolveNew(`${opened}${sep}..${sep}secret${sep}new.txt`))).toBe(
+      'path-outside-roots',
+    );
     // `..` that stays inside is fine.
-    expect(await guard.resolveExisting(`${opened}${sep}images${sep}..${sep}images`)).toBe(join(opened, 'images'));
+    expect(await guard.resolveExisting(`${opened}${sep}images${sep}..${sep}images`)).toBe(
+      join(opened, 'images'),
+    );
   });
 
   it('refuses symlinks that lead outside, to folders and to files', async () => {
     const guard = new PathGuard([opened]);
     expect(await refusal(guard.resolveExisting(join(opened, 'link-out')))).toBe('path-outside-roots');
-    expect(await refusal(guard.resolveExisting(join(opened, 'link-out', 'key.txt')))).toBe('path-outside-roots');
+    expect(await refusal(guard.resolveExisting(join(opened, 'link-out', 'key.txt')))).toBe(
+      'path-outside-roots',
+    );
     expect(await refusal(guard.resolveExisting(join(opened, 'key-link.txt')))).toBe('path-outside-roots');
     expect(await refusal(guard.resolveNew(join(opened, 'link-out', 'new.txt')))).toBe('path-outside-roots');
   });

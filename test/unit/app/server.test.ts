@@ -18,7 +18,12 @@ beforeAll(async () => {
   writeFileSync(join(base, 'renderer', 'index.html'), '<!doctype html><title>probe</title>');
   writeFileSync(join(base, 'renderer', 'assets', 'app.js'), 'console.log(1)');
   writeFileSync(join(base, 'outside.txt'), 'not served');
-  studio = await startHeadlessStudio({ host: '127.0.0.1', port: 0, roots: [join(base, 'data')], rendererDir: join(base, 'renderer') });
+  studio = await startHeadlessStudio({
+    host: '127.0.0.1',
+    port: 0,
+    roots: [join(base, 'data')],
+    rendererDir: join(base, 'renderer'),
+  });
 });
 
 afterAll(async () => {
@@ -32,7 +37,9 @@ function openSocket(query = `?token=${studio.token}`): Promise<WebSocket> {
 }
 
 function nextMessage(ws: WebSocket): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()) as Record<string, unknown>)));
+  return new Promise((resolve) =>
+    ws.once('message', (d) => resolve(JSON.parse(d.toString()) as Record<string, unknown>)),
+  );
 }
 
 describe('tokens', () => {
@@ -70,7 +77,12 @@ describe('HTTP', () => {
 
   it('serves nothing outside the renderer folder and only GET/HEAD', async () => {
     const t = `token=${studio.token}`;
-    for (const path of ['/../outside.txt', '/%2e%2e/outside.txt', '/assets/%2e%2e%2f%2e%2e%2foutside.txt', '/missing.js']) {
+    for (const path of [
+      '/../outside.txt',
+      '/%2e%2e/outside.txt',
+      '/assets/%2e%2e%2f%2e%2e%2foutside.txt',
+      '/missing.js',
+    ]) {
       expect((await fetch(`${studio.origin}${path}?${t}`)).status, path).toBe(404);
     }
     // fetch normalises `..` away; a raw request sends it as is.
@@ -96,7 +108,11 @@ describe('WebSocket protocol', () => {
     ws.send(JSON.stringify({ id: 7, method: 'app.info' }));
     const info = await nextMessage(ws);
     expect(info.id).toBe(7);
-    expect(info.result).toMatchObject({ name: 'LoRA Studio', host: 'server', nodeVersion: process.versions.node });
+    expect(info.result).toMatchObject({
+      name: 'LoRA Studio',
+      host: 'server',
+      nodeVersion: process.versions.node,
+    });
     expect((info.result as { providers: string[] }).providers).toContain('cpu');
 
     ws.send(JSON.stringify({ id: 8, method: 'fs.listFolder', params: { path: base } }));
