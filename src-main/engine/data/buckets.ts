@@ -3,7 +3,7 @@
 // bucket whose aspect ratio (width / height) is closest to its own; it is resized so it covers
 // the bucket, then cropped (center, or a random offset at training time).
 // With noUpscale, an image gets its own bucket instead: its size, shrunk to the area limit if
-// larger, each side rounded down to the step; it is never enlarged.
+// larger, sides on the step grid (closest aspect ratio); it is never enlarged.
 //
 //   new AspectBuckets(options): .options (resolved), .buckets (predefined set), .assign(w, h)
 //   planCrop(width, height, bucket, random?): CropPlan     resize-to-cover + crop, in both spaces
@@ -90,11 +90,30 @@ export class AspectBuckets {
     return this.buckets[best];
   }
 
+  /**
+   * noUpscale: shrink to the area limit (never enlarge), then take the grid size around it (each
+   * side rounded down or up to the step) that stays within the limit and the image and has the
+   * closest aspect ratio; larger area on a tie.
+   */
   private ownBucket(width: number, height: number): Bucket | null {
     const { resolution, step } = this.options;
-    const shrink = Math.min(1, Math.sqrt((resolution * resolution) / (width * height)));
-    const bucket = { width: Math.floor((width * shrink) / step) * step, height: Math.floor((height * shrink) / step) * step };
-    return bucket.width >= step && bucket.height >= step ? bucket : null;
+    const maxArea = resolution * resolution;
+    const shrink = Math.min(1, Math.sqrt(maxArea / (width * height)));
+    const [w, h] = [width * shrink, height * shrink];
+    const logRatio = Math.log(width / height);
+    let best: Bucket | null = null;
+    let bestError = Infinity;
+    for (const bw of [Math.floor(w / step) * step, Math.ceil(w / step) * step]) {
+      for (const bh of [Math.floor(h / step) * step, Math.ceil(h / step) * step]) {
+        if (bw < step || bh < step || bw > width || bh > height || bw * bh > maxArea) continue;
+        const error = Math.abs(Math.log(bw / bh) - logRatio);
+        if (error < bestError - 1e-12 || (Math.abs(error - bestError) <= 1e-12 && best && bw * bh > best.width * best.height)) {
+          best = { width: bw, height: bh };
+          bestError = error;
+        }
+      }
+    }
+    return best;
   }
 }
 

@@ -95,7 +95,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     const c = this.config;
     checkStepCount(this.className, numInferenceSteps, c.num_train_timesteps);
     let timesteps = spacedFloatTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset, this.className);
-    let sigmas = timesteps.map((t) => interpIndex(t, this.trainSigmas));
+    let sigmas: Float64Array = timesteps.map((t) => interpIndex(t, this.trainSigmas));
     if (c.use_karras_sigmas) {
       const logSigmas = this.trainSigmas.map(Math.log);
       sigmas = karrasSigmas(c.sigma_min ?? sigmas[sigmas.length - 1]!, c.sigma_max ?? sigmas[0]!, numInferenceSteps);
@@ -111,8 +111,8 @@ export class EulerDiscreteScheduler implements Scheduler {
 
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     const sigma = this.sigmas[this.currentIndex(t)]!;
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    return sample.map((x) => x * scale);
+    const denominator = Math.sqrt(sigma * sigma + 1);
+    return sample.map((x) => x / denominator);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array {

@@ -140,7 +140,7 @@ export function checkStepCount(className: string, n: number, T: number): void {
  * wrong type is refused, naming the key.
  */
 export function resolveConfig<T extends object>(className: string, defaults: T, given: Readonly<Record<string, unknown>>): T {
-  const out: Record<string, unknown> = { ...defaults };
+  const out: Record<string, unknown> = { ...(defaults as Record<string, unknown>) };
   for (const [key, fallback] of Object.entries(defaults)) {
     const value = given[key];
     // null means "not set" upstream (None), so the default applies.
