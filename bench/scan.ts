@@ -14,9 +14,9 @@ import { Dataset } from '../src-main/engine/data/dataset';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '10000' }, dir: { type: 'string' }, full: { type: 'boolean', default: false } } });
 const count = Number(values.count);
-const folder = values.dir ?? join(tmpdir(), `lora-studio-bench-scan-${count}`);
+const folder = values.dir ?? join(tmpdir(), `lora-studio-bench-scan-v2-${count}`);
 
-/** A gradient with one coloured block whose place and colour depend on `index`: every file differs. */
+/** A gradient with one coloured block and `index` drawn in binary: every file differs. */
 function imageBytes(index: number, width: number, height: number): Buffer {
   const pixels = Buffer.alloc(width * height * 3); // [height, width, 3]
   for (let y = 0; y < height; y++) {
@@ -30,6 +30,11 @@ function imageBytes(index: number, width: number, height: number): Buffer {
   const bx = (index * 53) % (width - 64);
   const by = (index * 97) % (height - 64);
   for (let y = by; y < by + 64; y++) pixels.fill((index * 11) & 255, (y * width + bx) * 3, (y * width + bx + 64) * 3);
+  // The index in binary, 8x8 black or white squares along the top: no two files alike.
+  for (let bit = 0; bit < 16; bit++) {
+    const value = (index >> bit) & 1 ? 255 : 0;
+    for (let y = 0; y < 8; y++) pixels.fill(value, (y * width + bit * 8) * 3, (y * width + bit * 8 + 8) * 3);
+  }
   return pixels;
 }
 

@@ -6,7 +6,7 @@ import type { ApiOutcome, AppInfo, FolderEntry, MethodName, MethodRequest, Metho
 import { ApiError, settle } from './errors';
 import type { ApiEventBus } from './events';
 import type { PathGuard } from './path-guard';
-import { detectProviders } from '../engine/runtime/providers';
+import { usableProviders } from '../engine/runtime/session';
 
 export type ApiHandlers = { [M in MethodName]: (req: MethodRequest<M>) => Promise<MethodResponse<M>> };
 
@@ -30,7 +30,7 @@ export function createApiHandlers(host: ApiHost): ApiHandlers {
       nodeVersion: process.versions.node,
       platform: process.platform,
       arch: process.arch,
-      providers: detectProviders(),
+      providers: await usableProviders(),
       host: host.kind,
     }),
 

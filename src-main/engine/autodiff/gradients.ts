@@ -5,7 +5,7 @@
 import type { Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { sameShape, shapeToString } from '../graph/shape';
-import { gradientRules, isDifferentiable, ruleKey, sumToShape, zerosLike, type GradContext } from './rules';
+import { gradientRules, isDifferentiable, ruleKey, zerosLike, type GradContext } from './rules';
 
 export { sumToShape, zerosLike } from './rules';
 

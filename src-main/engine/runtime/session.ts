@@ -137,13 +137,21 @@ export class Session {
   }
 }
 
-/** Providers that can really create a session here (the binary may list cuda without its libraries). */
-export async function usableProviders(): Promise<ProviderName[]> {
-  const usable: ProviderName[] = [];
-  for (const provider of detectProviders()) {
-    if (provider === 'cpu' || (await canCreate(provider))) usable.push(provider);
-  }
-  return usable;
+let usableCache: Promise<ProviderName[]> | undefined;
+
+/**
+ * Providers that can really create a session here, best first (the binary lists cuda even when
+ * its libraries are absent, so each is probed once with a one-node model).
+ */
+export function usableProviders(): Promise<ProviderName[]> {
+  usableCache ??= (async () => {
+    const usable: ProviderName[] = [];
+    for (const provider of detectProviders()) {
+      if (provider === 'cpu' || (await canCreate(provider))) usable.push(provider);
+    }
+    return usable;
+  })();
+  return usableCache;
 }
 
 // A one-node model (Identity on float32[1]) used to probe a provider.
