@@ -12,45 +12,7 @@ import type { Shape } from '../src-main/engine/graph/shape';
 import * as op from '../src-main/engine/graph/ops';
 import { Params, type TensorLocation, type WeightLocator } from '../src-main/engine/nn/params';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
-import { unetConfigFrom } from '../src-main/engine/io/configs';
-
-/** runwayml/stable-diffusion-v1-5 unet/config.json */
-const SD15: UNet2DConditionConfig = unetConfigFrom({
-  _class_name: 'UNet2DConditionModel',
-  act_fn: 'silu',
-  attention_head_dim: 8,
-  block_out_channels: [320, 640, 1280, 1280],
-  center_input_sample: false,
-  cross_attention_dim: 768,
-  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-  downsample_padding: 1,
-  flip_sin_to_cos: true,
-  freq_shift: 0,
-  in_channels: 4,
-  layers_per_block: 2,
-  mid_block_scale_factor: 1,
-  norm_eps: 1e-5,
-  norm_num_groups: 32,
-  out_channels: 4,
-  sample_size: 64,
-  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-}, 'SD1.5 unet/config.json');
-
-/** stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the keys that differ from the defaults) */
-const SDXL: UNet2DConditionConfig = unetConfigFrom({
-  _class_name: 'UNet2DConditionModel',
-  addition_embed_type: 'text_time',
-  addition_time_embed_dim: 256,
-  attention_head_dim: [5, 10, 20],
-  block_out_channels: [320, 640, 1280],
-  cross_attention_dim: 2048,
-  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
-  projection_class_embeddings_input_dim: 2816,
-  sample_size: 128,
-  transformer_layers_per_block: [1, 2, 10],
-  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
-  use_linear_projection: true,
-}, 'SDXL unet/config.json');
+import { SD15, SDXL } from './model-configs';
 
 /** Every weight at offset 0 of one never-read file: building and serialising only list locations. */
 class FabricatedLocator implements WeightLocator {

@@ -303,6 +303,9 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   // y = cos(x): dx = -dy * sin(x)
   Cos: (ctx) => [op.neg(op.mul(ctx.dy, op.sin(input(ctx, 0))))],
 
+  // y = sign(x): dx = 0 (almost everywhere), so nothing flows back
+  Sign: () => [null],
+
   // y = max(x, 0): dx = dy where x > 0, else 0
   Relu: (ctx) => [op.where(op.greater(input(ctx, 0), 0), ctx.dy, op.scalarLike(ctx.dy, 0))],
 
@@ -466,6 +469,16 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   // y = mean(x, axes): dx = dy / count broadcast back over the reduced axes
   ReduceMean: (ctx) => [reduceBackward(ctx, true)],
 
+  // y = max(x, axes): dx = dy at the positions that hold the maximum, shared evenly between ties
+  ReduceMax: (ctx) => {
+    const x = input(ctx, 0);
+    const keep = keptShape(ctx); // y with keepdims
+    const axes = reduceAxes(ctx);
+    const hits = op.cast(op.equal(x, op.reshape(ctx.outputs[0], keep)), x.dtype); // x's shape, 1 at the maxima
+    const share = op.div(op.reshape(ctx.dy, keep), op.reduceSum(hits, axes)); // keepdims shape
+    return [op.mul(hits, share)]; // x's shape
+  },
+
   // ------------------------------------------------ shape ops
   // y = reshape(x): dx = reshape(dy, x.shape)
   Reshape: (ctx) => [op.reshape(ctx.dy, input(ctx, 0).shape)],
@@ -540,6 +553,18 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     return [op.reduceSum(op.reshape(ctx.dy, blocks), blockAxes, false)]; // x's shape
   },
 
+  // y = pad(x) with a constant: dx = the slice of dy where x was placed
+  Pad: (ctx) => {
+    const { node } = ctx;
+    const x = input(ctx, 0);
+    if (stringAttr(node, 'mode', 'constant') !== 'constant') unsupported(node, 'only constant padding has a rule');
+    const pads = constantNumbers(node, ctx.inputs[1], 'pads');
+    const axes = ctx.inputs[3] ? constantNumbers(node, ctx.inputs[3], 'axes').map((a) => normAxis(a, x.rank)) : x.shape.map((_, i) => i);
+    if (pads.some((p) => p < 0)) unsupported(node, 'negative pads');
+    const begins = axes.map((_, i) => pads[i]);
+    return [op.slice(ctx.dy, begins, axes.map((a, i) => begins[i] + x.shape[a]), axes)]; // x's shape
+  },
+
   // y = expand(x, shape): dx = dy summed back to x's shape
   Expand: (ctx) => [sumToShape(ctx.dy, input(ctx, 0).shape)],
 
@@ -572,13 +597,25 @@ function padAt(rank: number, axis: number, begin: number, end: number): number[]
   return pads;
 }
 
+/** The reduced axes of a Reduce* node (all axes when its axes input is omitted). */
+function reduceAxes(ctx: GradContext): number[] {
+  const x = input(ctx, 0);
+  const axesInput = ctx.inputs[1] ?? null;
+  if (!axesInput && intAttr(ctx.node, 'noop_with_empty_axes', 0) === 1) unsupported(ctx.node, 'noop_with_empty_axes');
+  return axesInput ? constantNumbers(ctx.node, axesInput, 'axes').map((a) => normAxis(a, x.rank)) : x.shape.map((_, i) => i);
+}
+
+/** The shape of a Reduce* node's output with keepdims. */
+function keptShape(ctx: GradContext): number[] {
+  const axes = reduceAxes(ctx);
+  return input(ctx, 0).shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
 /** ReduceSum / ReduceMean backward: dy (keepdims or not) reshaped to keepdims and expanded to x. */
 function reduceBackward(ctx: GradContext, mean: boolean): Value {
   const x = input(ctx, 0);
-  const axesInput = ctx.inputs[1] ?? null;
-  const axes = axesInput ? constantNumbers(ctx.node, axesInput, 'axes').map((a) => normAxis(a, x.rank)) : x.shape.map((_, i) => i);
-  if (axes.length === 0 && intAttr(ctx.node, 'noop_with_empty_axes', 0) === 1) return ctx.dy;
-  const kept = op.reshape(ctx.dy, x.shape.map((d, i) => (axes.includes(i) ? 1 : d))); // keepdims shape
+  const axes = reduceAxes(ctx);
+  const kept = op.reshape(ctx.dy, keptShape(ctx)); // keepdims shape
   const count = axes.reduce((n, a) => n * x.shape[a], 1);
   const scaled = mean ? op.mul(kept, 1 / count) : kept;
   return op.expand(scaled, x.shape); // x's shape

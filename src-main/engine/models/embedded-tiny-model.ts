@@ -4,14 +4,12 @@
 // 64 px images, 8x8 latents, a byte-level CLIP tokenizer). It is NOT a trained model: its images
 // are noise-like; it exists to exercise the whole pipeline (captions, training, previews, export).
 //
-// The weight list is not written by hand: each model is built once with a locator that records
-// what the builder asks for, and those names and shapes are filled with seeded values.
+// The weight list is not written by hand: random-weights.ts builds each model once and fills the
+// names and shapes it asks for with seeded values.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Graph } from '../graph/graph';
-import type { Shape } from '../graph/shape';
-import { writeSafetensors, type TensorToWrite } from '../io/safetensors';
-import { Params, type TensorLocation, type WeightLocator } from '../nn/params';
+import { writeSafetensors } from '../io/safetensors';
+import { randomWeightsFor } from './random-weights';
 import { buildVaeDecoder, buildVaeEncoder, type AutoencoderKLConfig } from './autoencoder-kl';
 import { buildClipTextModel, type CLIPTextConfig } from './clip-text-model';
 import { buildUNet2DCondition } from './unet-2d-condition';
@@ -100,49 +98,6 @@ const textEncoderConfig = {
   vocab_size: 514,
 };
 
-/** Records every weight a builder asks for; hands out a dummy file range (nothing is read). */
-class RecordingLocator implements WeightLocator {
-  readonly requested: { name: string; shape: number[] }[] = [];
-  take(name: string, expectedShape: Shape): TensorLocation {
-    this.requested.push({ name, shape: [...expectedShape] });
-    const length = expectedShape.reduce((a, b) => a * b, 1) * 4;
-    return { dtype: 'float32', shape: expectedShape, data: { kind: 'file', path: '/dev/null', offset: 0, length } };
-  }
-}
-
-/** A small deterministic generator (mulberry32) seeded per tensor name, so one tensor's values do not depend on the others. */
-function uniformFor(name: string): () => number {
-  let h = SEED;
-  for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 0x9e3779b1);
-  let a = h >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** torch-like defaults: norms weight 1 bias 0, other biases 0, weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)), embeddings small. */
-function initTensor(name: string, shape: number[]): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  const isNorm = /norm/i.test(name);
-  if (name.endsWith('.bias')) return out;
-  if (isNorm && shape.length === 1) return out.fill(1);
-  const uniform = uniformFor(name);
-  const bound = /embedding/.test(name) ? 0.02 : 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1) || 1);
-  for (let i = 0; i < n; i++) out[i] = (2 * uniform() - 1) * bound;
-  return out;
-}
-
-function recordWeights(build: (p: Params) => void): TensorToWrite[] {
-  const locator = new RecordingLocator();
-  build(new Params(new Graph('record'), locator, { dtype: 'float32' }));
-  return locator.requested.map(({ name, shape }) => ({ name, dtype: 'F32', shape, data: initTensor(name, shape) }));
-}
-
 function writeJson(path: string, value: unknown): void {
   writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
 }
@@ -200,7 +155,7 @@ export function ensureEmbeddedModel(modelsDir: string): string {
     pad_token: '<|endoftext|>',
   });
 
-  const unet = recordWeights((p) => {
+  const unet = randomWeightsFor(SEED, (p) => {
     const g = p.graph;
     buildUNet2DCondition(p, unetConfig as unknown as UNet2DConditionConfig, {
       sample: g.input('sample', 'float32', [1, 4, 8, 8]),
@@ -210,7 +165,7 @@ export function ensureEmbeddedModel(modelsDir: string): string {
   });
   writeSafetensors(join(temp, 'unet', 'diffusion_pytorch_model.safetensors'), unet, { format: 'pt' });
 
-  const vae = recordWeights((p) => {
+  const vae = randomWeightsFor(SEED, (p) => {
     const g = p.graph;
     const config = vaeConfig as unknown as AutoencoderKLConfig;
     buildVaeEncoder(p, config, g.input('image', 'float32', [1, 3, 64, 64]));
@@ -218,7 +173,7 @@ export function ensureEmbeddedModel(modelsDir: string): string {
   });
   writeSafetensors(join(temp, 'vae', 'diffusion_pytorch_model.safetensors'), vae, { format: 'pt' });
 
-  const textEncoder = recordWeights((p) => {
+  const textEncoder = randomWeightsFor(SEED, (p) => {
     buildClipTextModel(p, textEncoderConfig as unknown as CLIPTextConfig, p.graph.input('ids', 'int64', [1, 77]), {
       textModelPrefix: 'text_model.',
     });

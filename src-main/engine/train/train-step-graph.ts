@@ -41,6 +41,13 @@ export interface TrainStepGraph {
   /** For each trainable tensor name: the names of its moment inputs and of the three updated outputs. */
   state: { name: string; shape: number[]; m: string; v: string; newParam: string; newM: string; newV: string }[];
   outputs: { loss: string; gradNorm: string };
+  /**
+   * float16 graphs only: the loss-scale input (gradients are computed for loss * scale so small
+   * float16 gradients do not flush to zero, then unscaled in float32) and the bool output that says
+   * whether all gradients were finite; when they were not, the step keeps the old state and the
+   * host lowers the scale (dynamic loss scaling).
+   */
+  lossScaling?: { scale: string; finite: string };
 }
 
 /** The scalar grad-norm, and the gradients scaled by min(1, maxNorm / (norm + 1e-6)) when clipping. */
@@ -74,26 +81,34 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const loss = weightedMse(prediction, target, weight); // []
 
   const trainable = network.parameters();
-  const { grads, norm } = clipByGlobalNorm(gradients(loss, trainable), spec.maxGradNorm);
+  const scaled = dtype === 'float16';
+  const lossScale = scaled ? g.input('loss_scale', 'float32', []) : undefined;
+  const rawGrads = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable).map((gr) => op.cast(gr, 'float32'));
+  const unscaled = lossScale ? rawGrads.map((gr) => op.div(gr, lossScale)) : rawGrads; // each like its parameter
+  const { grads, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
+  const finite = scaled ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
+  const keepIfOverflow = (next: Value, previous: Value): Value => (finite ? op.where(finite, next, previous) : next);
 
   const step = adamwStepInputs(g);
   const state: TrainStepGraph['state'] = [];
   trainable.forEach((param, i) => {
     const m = g.input(`${param.name}.m`, 'float32', param.shape);
     const v = g.input(`${param.name}.v`, 'float32', param.shape);
-    const updated = adamwUpdate(spec.adamw, step, param, op.cast(grads[i], 'float32'), m, v);
-    const newParam = g.output(updated.param, `${param.name}.new`).name;
-    const newM = g.output(updated.m, `${param.name}.m.new`).name;
-    const newV = g.output(updated.v, `${param.name}.v.new`).name;
+    const updated = adamwUpdate(spec.adamw, step, param, grads[i], m, v);
+    const newParam = g.output(keepIfOverflow(updated.param, param), `${param.name}.new`).name;
+    const newM = g.output(keepIfOverflow(updated.m, m), `${param.name}.m.new`).name;
+    const newV = g.output(keepIfOverflow(updated.v, v), `${param.name}.v.new`).name;
     state.push({ name: param.name, shape: [...param.shape], m: m.name, v: v.name, newParam, newM, newV });
   });
   g.output(loss, 'loss');
   g.output(norm, 'grad_norm');
+  if (finite) g.output(finite, 'grads_finite');
   return {
     graph: g,
     network,
     inputs: { latents: x0.name, noise: noise.name, timesteps: timesteps.name, encoderHiddenStates: context.name },
     state,
     outputs: { loss: 'loss', gradNorm: 'grad_norm' },
+    ...(lossScale ? { lossScaling: { scale: lossScale.name, finite: 'grads_finite' } } : {}),
   };
 }

@@ -182,6 +182,12 @@ describe('normalisation and softmax rules', () => {
       build: (x) => op.instanceNorm(x, x.graph.constant([1, 1, 1, 1], f64, [4]), x.graph.constant([0, 0, 0, 0], f64, [4]), 1e-6),
       reference: (x) => instanceNormReference(x, x.graph.constant([1, 1, 1, 1], f64, [4]), x.graph.constant([0, 0, 0, 0], f64, [4]), 1e-6),
     },
+    'InstanceNormalization over 2 elements per group (the 1x1 group norms of small UNets)': {
+      dtype: f64,
+      inputs: [{ name: 'x', shape: [2, 3, 2], values: uniform(-0.05, 0.05) }, { name: 's', shape: [3] }, { name: 'b', shape: [3] }],
+      build: (x, s, b) => op.instanceNorm(x, s, b, 1e-5),
+      reference: (x, s, b) => instanceNormReference(x, s, b, 1e-5),
+    },
     'InstanceNormalization with 2 spatial axes, eps 0.01 (float64 reference)': {
       dtype: f64,
       inputs: [{ name: 'x', shape: [1, 2, 3, 4] }, { name: 's', shape: [2] }, { name: 'b', shape: [2] }],
@@ -205,6 +211,9 @@ describe('reduction and shape rules (float64)', () => {
     'ReduceSum axis -1 no keepdims': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 4] }], build: (x) => op.reduceSum(x, [-1], false) },
     'ReduceMean axis 1 keepdims': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 4] }], build: (x) => op.reduceMean(x, [1], true) },
     'ReduceMean all axes no keepdims': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 4] }], build: (x) => op.meanAll(op.mul(x, x)) },
+    'ReduceMax axis 1 no keepdims (distinct values)': { dtype: f64, inputs: [{ name: 'x', shape: [2, 4, 3], values: (rng, i) => ((i * 7) % 24) / 10 - 1 }], build: (x) => op.reduceMax(x, [1], false) },
+    'Sign (zero gradient) times x': { dtype: f64, inputs: [{ name: 'x', shape: [5], values: awayFromZero(0.1, 1) }], build: (x) => op.mul(op.sign(x), op.mul(x, x)) },
+    'Pad, constant': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3] }], build: (x) => op.mul(op.pad(x, [1, 0, 2, 3], 0.5), 2) },
     'Reshape': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 4] }], build: (x) => op.reshape(x, [4, 6]) },
     'Transpose [2,0,1]': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 4] }], build: (x) => op.transpose(x, [2, 0, 1]) },
     'Concat of three along axis 1': {

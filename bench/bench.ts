@@ -1,0 +1,236 @@
+// `npm run bench`: the real LoRA training step (UNet forward, loss, our backward to the LoRA
+// tensors, AdamW) timed on a chosen device. With `--model sd15` it builds the SD1.5 UNet at real
+// size from its config with seeded random weights (the compute of the real checkpoint); the default
+// `--model tiny` uses the embedded tiny model, which gives the CI-machine figures on the CPU.
+// Prints one JSON object per configuration and a summary array at the end.
+//
+//   npm run bench -- [--model tiny|sd15] [--device cpu|cuda|webgpu] [--batch 1,4] [--steps 20]
+//                    [--resolution 512] [--rank 16] [--attention fused|composite] [--optimization all]
+//                    [--json FILE]
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, homedir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { countFlops } from '../src-main/engine/graph/flops';
+import { saveModel } from '../src-main/engine/graph/onnx-model';
+import { Graph } from '../src-main/engine/graph/graph';
+import { openModelFolder } from '../src-main/engine/io/model-folder';
+import { writeSafetensors } from '../src-main/engine/io/safetensors';
+import { WeightSource } from '../src-main/engine/io/weights';
+import { unetTargets } from '../src-main/engine/lora/targets';
+import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-model';
+import { randomWeightsFor } from '../src-main/engine/models/random-weights';
+import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
+import { Session, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
+import type { ProviderName } from '../src-main/engine/runtime/providers';
+import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
+import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
+import { buildTrainStepGraph } from '../src-main/engine/train/train-step-graph';
+import type { WeightLocator } from '../src-main/engine/nn/params';
+import { SD15 } from './model-configs';
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'tiny' },
+    device: { type: 'string', default: 'cpu' },
+    batch: { type: 'string' },
+    steps: { type: 'string', default: '20' },
+    warmup: { type: 'string', default: '3' },
+    resolution: { type: 'string' },
+    rank: { type: 'string', default: '16' },
+    attention: { type: 'string', default: 'fused' },
+    optimization: { type: 'string', default: 'all' },
+    precision: { type: 'string' },
+    json: { type: 'string' },
+    'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
+  },
+});
+
+const H100_DENSE_FP16_TFLOPS = 989;
+const device = args.device as ProviderName;
+const realSize = args.model === 'sd15';
+const dtype = (args.precision ?? (device === 'cpu' ? 'float32' : 'float16')) as 'float32' | 'float16';
+const batches = (args.batch ?? (realSize ? '1,4' : '1,4')).split(',').map(Number);
+const resolution = Number(args.resolution ?? (realSize ? 512 : 64));
+const cacheDir = args['cache-dir']!;
+mkdirSync(cacheDir, { recursive: true });
+
+/** The UNet config and a weight source: seeded random SD1.5 at real size, or the embedded tiny model. */
+function prepareModel(): { config: UNet2DConditionConfig; weights: () => WeightLocator; contextDim: number; scheduler: Record<string, unknown> } {
+  const sd15Schedule = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, prediction_type: 'epsilon' };
+  if (!realSize) {
+    const model = openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models')));
+    return { config: model.unet.config, weights: () => openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models'))).unet.weights, contextDim: model.unet.config.cross_attention_dim as number, scheduler: sd15Schedule };
+  }
+  const dtypeTag = dtype === 'float16' ? 'F16' : 'F32';
+  const file = join(cacheDir, `sd15-unet-random-${dtypeTag}.safetensors`);
+  if (!existsSync(file)) {
+    const t = performance.now();
+    const tensors = randomWeightsFor(1234, (p) => {
+      const g = p.graph;
+      buildUNet2DCondition(p, SD15, {
+        sample: g.input('sample', 'float32', [1, 4, 64, 64]),
+        timestep: g.input('t', 'float32', [1]),
+        encoderHiddenStates: g.input('ehs', 'float32', [1, 77, 768]),
+      });
+    }, dtypeTag);
+    writeSafetensors(file, tensors, { format: 'pt' });
+    console.error(`wrote seeded random SD1.5 UNet weights to ${file} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  }
+  return { config: SD15, weights: () => WeightSource.open([file]), contextDim: 768, scheduler: sd15Schedule };
+}
+
+/** Peak GPU memory of this process, polled with nvidia-smi (the CUDA provider exposes no counter). */
+function gpuMemoryPoller(): { stop: () => Promise<number | undefined> } {
+  if (device !== 'cuda') return { stop: async () => undefined };
+  let peak = 0;
+  const child = spawn('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits', '-lms', '200'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  child.stdout.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) {
+      const [pid, mib] = line.split(',').map((s) => s.trim());
+      if (Number(pid) === process.pid) peak = Math.max(peak, Number(mib));
+    }
+  });
+  child.on('error', () => undefined);
+  return {
+    stop: async () => {
+      child.kill();
+      return peak > 0 ? peak / 1024 : undefined;
+    },
+  };
+}
+
+function deviceName(): string {
+  if (device === 'cuda' || device === 'webgpu') {
+    try {
+      return execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8' }).trim().split('\n')[0];
+    } catch {
+      return device;
+    }
+  }
+  return `${cpus()[0]?.model ?? 'cpu'} x${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
+}
+
+function randn(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const u = (): number => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
+  return out;
+}
+
+async function benchOne(batch: number): Promise<Record<string, unknown>> {
+  const model = prepareModel();
+  const latent = resolution / 8;
+  const schedule = NoiseSchedule.fromConfig(model.scheduler as never);
+  const rank = Number(args.rank);
+  const t0 = performance.now();
+  const step = buildTrainStepGraph({
+    unetConfig: model.config,
+    weights: model.weights(),
+    build: { dtype, attention: args.attention as 'fused' | 'composite' },
+    lora: { rank, alpha: rank, targets: unetTargets('attention') },
+    shape: { batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: model.contextDim },
+    loss: { prediction: 'epsilon' },
+    alphasCumprod: schedule.alphasCumprod,
+    adamw: DEFAULT_ADAMW,
+    maxGradNorm: 1,
+  });
+  const buildMs = performance.now() - t0;
+  const flops = countFlops(step.graph);
+  const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}`);
+  const serializeMs = performance.now() - t0 - buildMs;
+  const poller = gpuMemoryPoller();
+  const session = await Session.create(modelPath, {
+    provider: device,
+    optimization: args.optimization as OptimizationLevel,
+    forbidCpuFallback: device !== 'cpu',
+    cudnnConvAlgoSearch: 'EXHAUSTIVE',
+  });
+  const sessionMs = performance.now() - t0 - buildMs - serializeMs;
+
+  const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
+  const latentShape = [batch, 4, latent, latent];
+  const elems = latentShape.reduce((a, b) => a * b, 1);
+  const feeds: Record<string, HostTensor> = {
+    [step.inputs.latents]: f32(latentShape, randn(elems, 1)),
+    [step.inputs.noise]: f32(latentShape, randn(elems, 2)),
+    [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt((i * 397 + 11) % 1000)) },
+    [step.inputs.encoderHiddenStates]: f32([batch, 77, model.contextDim], randn(batch * 77 * model.contextDim, 3)),
+  };
+  if (step.lossScaling) feeds[step.lossScaling.scale] = f32([], Float32Array.of(1024));
+  let stateBytes = 0;
+  for (const s of step.state) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    feeds[s.name] = f32(s.shape, s.name.includes('lora_down') ? randn(n, n).map((v) => v * 0.01) : new Float32Array(n));
+    feeds[s.m] = f32(s.shape, new Float32Array(n));
+    feeds[s.v] = f32(s.shape, new Float32Array(n));
+    stateBytes += 3 * n * 4;
+  }
+  const runStep = async (t: number): Promise<number> => {
+    for (const [k, v] of Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-4, t))) feeds[k] = f32([], Float32Array.of(v));
+    const r = await session.run(feeds);
+    for (const s of step.state) {
+      feeds[s.name] = r[s.newParam];
+      feeds[s.m] = r[s.newM];
+      feeds[s.v] = r[s.newV];
+    }
+    return (r[step.outputs.loss].data as Float32Array)[0];
+  };
+  let loss = await runStep(1);
+  const firstStepMs = performance.now() - t0;
+  const warmup = Number(args.warmup);
+  for (let i = 0; i < warmup; i++) loss = await runStep(2 + i);
+  const steps = Number(args.steps);
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const s = performance.now();
+    loss = await runStep(2 + warmup + i);
+    times.push(performance.now() - s);
+  }
+  const peakGpuGiB = await poller.stop();
+  await session.release();
+  times.sort((a, b) => a - b);
+  const median = times[Math.floor(times.length / 2)] / 1000;
+  const itPerSec = 1 / median;
+  const result = {
+    model: realSize ? 'sd15 (seeded random weights)' : 'embedded tiny sd15',
+    device,
+    deviceName: deviceName(),
+    date: new Date().toISOString().slice(0, 10),
+    resolution,
+    batch,
+    precision: dtype,
+    attention: args.attention,
+    loraRank: rank,
+    nodes: step.graph.nodes.length,
+    itPerSec: +itPerSec.toFixed(3),
+    imagesPerSec: +(itPerSec * batch).toFixed(3),
+    medianStepMs: +(median * 1000).toFixed(1),
+    timeToFirstStepS: +(firstStepMs / 1000).toFixed(2),
+    buildS: +(buildMs / 1000).toFixed(2),
+    serializeS: +(serializeMs / 1000).toFixed(2),
+    sessionS: +(sessionMs / 1000).toFixed(2),
+    peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
+    peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
+    hostStateMiBPerStep: +((2 * stateBytes) / 2 ** 20).toFixed(1),
+    tflopPerStep: +(flops / 1e12).toFixed(4),
+    achievedTflops: +((flops * itPerSec) / 1e12).toFixed(2),
+    fractionOfH100Fp16Peak: device === 'cuda' ? +((flops * itPerSec) / 1e12 / H100_DENSE_FP16_TFLOPS).toFixed(4) : null,
+    finalLoss: loss,
+  };
+  console.log(JSON.stringify(result));
+  return result;
+}
+
+const results: Record<string, unknown>[] = [];
+for (const batch of batches) results.push(await benchOne(batch));
+if (args.json) writeFileSync(args.json, `${JSON.stringify(results, null, 2)}\n`);
+void Graph;
