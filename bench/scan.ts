@@ -12,7 +12,13 @@ import sharp from 'sharp';
 import { mapConcurrent } from '../src-main/engine/data/concurrency';
 import { Dataset } from '../src-main/engine/data/dataset';
 
-const { values } = parseArgs({ options: { count: { type: 'string', default: '10000' }, dir: { type: 'string' }, full: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: {
+    count: { type: 'string', default: '10000' },
+    dir: { type: 'string' },
+    full: { type: 'boolean', default: false },
+  },
+});
 const count = Number(values.count);
 const folder = values.dir ?? join(tmpdir(), `lora-studio-bench-scan-v2-${count}`);
 
@@ -29,7 +35,8 @@ function imageBytes(index: number, width: number, height: number): Buffer {
   }
   const bx = (index * 53) % (width - 64);
   const by = (index * 97) % (height - 64);
-  for (let y = by; y < by + 64; y++) pixels.fill((index * 11) & 255, (y * width + bx) * 3, (y * width + bx + 64) * 3);
+  for (let y = by; y < by + 64; y++)
+    pixels.fill((index * 11) & 255, (y * width + bx) * 3, (y * width + bx + 64) * 3);
   // The index in binary, 8x8 black or white squares along the top: no two files alike.
   for (let bit = 0; bit < 16; bit++) {
     const value = (index >> bit) & 1 ? 255 : 0;
@@ -41,17 +48,32 @@ function imageBytes(index: number, width: number, height: number): Buffer {
 async function generate(): Promise<number> {
   const started = performance.now();
   rmSync(folder, { recursive: true, force: true });
-  const sizes: [number, number][] = [[512, 512], [768, 512], [512, 768], [640, 640]];
-  await mapConcurrent(Array.from({ length: count }, (_, i) => i), availableParallelism() * 2, async (i) => {
-    const sub = join(folder, `5_concept${i % 10}`);
-    mkdirSync(sub, { recursive: true });
-    const [width, height] = sizes[i % sizes.length];
-    const image = sharp(imageBytes(i, width, height), { raw: { width, height, channels: 3 } });
-    const kind = i % 10;
-    const [ext, bytes] = kind < 7 ? ['jpg', await image.jpeg({ quality: 85 }).toBuffer()] : kind < 9 ? ['png', await image.png({ compressionLevel: 1 }).toBuffer()] : ['webp', await image.webp({ quality: 80 }).toBuffer()];
-    writeFileSync(join(sub, `image-${i}.${ext}`), bytes);
-    if (i % 10 !== 3) writeFileSync(join(sub, `image-${i}.txt`), `concept${i % 10}, a gradient, block ${i}`);
-  });
+  const sizes: [number, number][] = [
+    [512, 512],
+    [768, 512],
+    [512, 768],
+    [640, 640],
+  ];
+  await mapConcurrent(
+    Array.from({ length: count }, (_, i) => i),
+    availableParallelism() * 2,
+    async (i) => {
+      const sub = join(folder, `5_concept${i % 10}`);
+      mkdirSync(sub, { recursive: true });
+      const [width, height] = sizes[i % sizes.length];
+      const image = sharp(imageBytes(i, width, height), { raw: { width, height, channels: 3 } });
+      const kind = i % 10;
+      const [ext, bytes] =
+        kind < 7
+          ? ['jpg', await image.jpeg({ quality: 85 }).toBuffer()]
+          : kind < 9
+            ? ['png', await image.png({ compressionLevel: 1 }).toBuffer()]
+            : ['webp', await image.webp({ quality: 80 }).toBuffer()];
+      writeFileSync(join(sub, `image-${i}.${ext}`), bytes);
+      if (i % 10 !== 3)
+        writeFileSync(join(sub, `image-${i}.txt`), `concept${i % 10}, a gradient, block ${i}`);
+    },
+  );
   writeFileSync(join(folder, '.complete'), String(count));
   return (performance.now() - started) / 1000;
 }

@@ -19,14 +19,71 @@ interface SampleImage {
 }
 
 const samples: SampleImage[] = [
-  { name: 'red-circle', width: 96, height: 96, background: 'white', shape: '<circle cx="50" cy="50" r="32" fill="#d62828"/>', caption: 'a red circle on a white background' },
-  { name: 'blue-square', width: 128, height: 128, background: 'white', shape: '<rect x="22" y="22" width="56" height="56" fill="#1d4ed8"/>', caption: 'a blue square on a white background' },
-  { name: 'green-triangle', width: 64, height: 64, background: 'white', shape: '<polygon points="50,14 88,84 12,84" fill="#2a9d3f"/>', caption: 'a green triangle on a white background' },
-  { name: 'yellow-star', width: 112, height: 112, background: '#1f2937', shape: '<polygon points="50,8 61,38 93,38 67,57 77,88 50,69 23,88 33,57 7,38 39,38" fill="#facc15"/>', caption: 'a yellow star on a dark gray background' },
-  { name: 'purple-ring', width: 96, height: 96, background: '#f1f5f9', shape: '<circle cx="50" cy="50" r="30" fill="none" stroke="#7e22ce" stroke-width="12"/>', caption: 'a purple ring on a light gray background' },
-  { name: 'orange-stripes', width: 128, height: 96, background: 'white', shape: '<rect x="0" y="15" width="100" height="14" fill="#f97316"/><rect x="0" y="43" width="100" height="14" fill="#f97316"/><rect x="0" y="71" width="100" height="14" fill="#f97316"/>', caption: 'orange horizontal stripes on a white background' },
-  { name: 'teal-diamond', width: 96, height: 128, background: 'white', shape: '<polygon points="50,6 90,50 50,94 10,50" fill="#0d9488"/>', caption: 'a teal diamond on a white background' },
-  { name: 'pink-heart', width: 80, height: 80, background: '#fff7ed', shape: '<path d="M50 85 L15 50 A18 18 0 0 1 50 25 A18 18 0 0 1 85 50 Z" fill="#ec4899"/>', caption: 'a pink heart on a cream background' },
+  {
+    name: 'red-circle',
+    width: 96,
+    height: 96,
+    background: 'white',
+    shape: '<circle cx="50" cy="50" r="32" fill="#d62828"/>',
+    caption: 'a red circle on a white background',
+  },
+  {
+    name: 'blue-square',
+    width: 128,
+    height: 128,
+    background: 'white',
+    shape: '<rect x="22" y="22" width="56" height="56" fill="#1d4ed8"/>',
+    caption: 'a blue square on a white background',
+  },
+  {
+    name: 'green-triangle',
+    width: 64,
+    height: 64,
+    background: 'white',
+    shape: '<polygon points="50,14 88,84 12,84" fill="#2a9d3f"/>',
+    caption: 'a green triangle on a white background',
+  },
+  {
+    name: 'yellow-star',
+    width: 112,
+    height: 112,
+    background: '#1f2937',
+    shape: '<polygon points="50,8 61,38 93,38 67,57 77,88 50,69 23,88 33,57 7,38 39,38" fill="#facc15"/>',
+    caption: 'a yellow star on a dark gray background',
+  },
+  {
+    name: 'purple-ring',
+    width: 96,
+    height: 96,
+    background: '#f1f5f9',
+    shape: '<circle cx="50" cy="50" r="30" fill="none" stroke="#7e22ce" stroke-width="12"/>',
+    caption: 'a purple ring on a light gray background',
+  },
+  {
+    name: 'orange-stripes',
+    width: 128,
+    height: 96,
+    background: 'white',
+    shape:
+      '<rect x="0" y="15" width="100" height="14" fill="#f97316"/><rect x="0" y="43" width="100" height="14" fill="#f97316"/><rect x="0" y="71" width="100" height="14" fill="#f97316"/>',
+    caption: 'orange horizontal stripes on a white background',
+  },
+  {
+    name: 'teal-diamond',
+    width: 96,
+    height: 128,
+    background: 'white',
+    shape: '<polygon points="50,6 90,50 50,94 10,50" fill="#0d9488"/>',
+    caption: 'a teal diamond on a white background',
+  },
+  {
+    name: 'pink-heart',
+    width: 80,
+    height: 80,
+    background: '#fff7ed',
+    shape: '<path d="M50 85 L15 50 A18 18 0 0 1 50 25 A18 18 0 0 1 85 50 Z" fill="#ec4899"/>',
+    caption: 'a pink heart on a cream background',
+  },
 ];
 
 rmSync(folder, { recursive: true, force: true });

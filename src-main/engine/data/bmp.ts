@@ -39,16 +39,28 @@ export class BmpError extends Error {
 
 export function readBmpHeader(bytes: Uint8Array, file: string): BmpHeader {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.byteLength < 26 || bytes[0] !== 0x42 || bytes[1] !== 0x4d) throw new BmpError(file, 'not a BMP file (no "BM" signature)');
+  if (bytes.byteLength < 26 || bytes[0] !== 0x42 || bytes[1] !== 0x4d)
+    throw new BmpError(file, 'not a BMP file (no "BM" signature)');
   const dataOffset = view.getUint32(10, true);
   const dibSize = view.getUint32(14, true);
   if (dibSize === 12) {
     const width = view.getUint16(18, true);
     const height = view.getInt16(20, true);
     const bitCount = view.getUint16(24, true);
-    return finish({ width, height, bitCount, compression: BI_RGB, dataOffset, colorsUsed: 0, dibSize, masks: null, paletteEntrySize: 3 });
+    return finish({
+      width,
+      height,
+      bitCount,
+      compression: BI_RGB,
+      dataOffset,
+      colorsUsed: 0,
+      dibSize,
+      masks: null,
+      paletteEntrySize: 3,
+    });
   }
-  if (dibSize < 40 || bytes.byteLength < 14 + dibSize) throw new BmpError(file, `unsupported or truncated BMP header (${dibSize} bytes)`);
+  if (dibSize < 40 || bytes.byteLength < 14 + dibSize)
+    throw new BmpError(file, `unsupported or truncated BMP header (${dibSize} bytes)`);
   const width = view.getInt32(18, true);
   const height = view.getInt32(22, true);
   const bitCount = view.getUint16(28, true);
@@ -60,15 +72,49 @@ export function readBmpHeader(bytes: Uint8Array, file: string): BmpHeader {
     const at = 54;
     if (bytes.byteLength < at + 16) throw new BmpError(file, 'truncated BMP channel masks');
     const hasAlphaMask = dibSize >= 56 || compression === BI_ALPHABITFIELDS;
-    masks = { red: view.getUint32(at, true), green: view.getUint32(at + 4, true), blue: view.getUint32(at + 8, true), alpha: hasAlphaMask ? view.getUint32(at + 12, true) : 0 };
+    masks = {
+      red: view.getUint32(at, true),
+      green: view.getUint32(at + 4, true),
+      blue: view.getUint32(at + 8, true),
+      alpha: hasAlphaMask ? view.getUint32(at + 12, true) : 0,
+    };
   } else if (compression !== BI_RGB) {
-    throw new BmpError(file, `compressed BMP (compression ${compression}, RLE/JPEG/PNG) is not supported; re-save it as PNG`);
+    throw new BmpError(
+      file,
+      `compressed BMP (compression ${compression}, RLE/JPEG/PNG) is not supported; re-save it as PNG`,
+    );
   }
-  const extraMasks = dibSize === 40 && compression === BI_BITFIELDS ? 12 : dibSize === 40 && compression === BI_ALPHABITFIELDS ? 16 : 0;
-  return finish({ width, height, bitCount, compression, dataOffset, colorsUsed, dibSize: dibSize + extraMasks, masks, paletteEntrySize: 4 });
+  const extraMasks =
+    dibSize === 40 && compression === BI_BITFIELDS
+      ? 12
+      : dibSize === 40 && compression === BI_ALPHABITFIELDS
+        ? 16
+        : 0;
+  return finish({
+    width,
+    height,
+    bitCount,
+    compression,
+    dataOffset,
+    colorsUsed,
+    dibSize: dibSize + extraMasks,
+    masks,
+    paletteEntrySize: 4,
+  });
 
-  function finish(h: { width: number; height: number; bitCount: number; compression: number; dataOffset: number; colorsUsed: number; dibSize: number; masks: BmpHeader['masks']; paletteEntrySize: 3 | 4 }): BmpHeader {
-    if (![1, 4, 8, 16, 24, 32].includes(h.bitCount)) throw new BmpError(file, `unsupported BMP bit depth ${h.bitCount}`);
+  function finish(h: {
+    width: number;
+    height: number;
+    bitCount: number;
+    compression: number;
+    dataOffset: number;
+    colorsUsed: number;
+    dibSize: number;
+    masks: BmpHeader['masks'];
+    paletteEntrySize: 3 | 4;
+  }): BmpHeader {
+    if (![1, 4, 8, 16, 24, 32].includes(h.bitCount))
+      throw new BmpError(file, `unsupported BMP bit depth ${h.bitCount}`);
     if (h.width <= 0 || h.height === 0) throw new BmpError(file, `invalid BMP size ${h.width}x${h.height}`);
     const paletteSize = h.bitCount <= 8 ? h.colorsUsed || 1 << h.bitCount : 0;
     return {
@@ -100,11 +146,19 @@ function maskReader(mask: number): (pixel: number) => number {
   return (pixel) => Math.round((((pixel & mask) >>> shift) * 255) / max);
 }
 
-export function decodeBmp(bytes: Uint8Array, file: string): { width: number; height: number; channels: 3 | 4; data: Uint8Array } {
+export function decodeBmp(
+  bytes: Uint8Array,
+  file: string,
+): { width: number; height: number; channels: 3 | 4; data: Uint8Array } {
   const h = readBmpHeader(bytes, file);
-  if (bytes.byteLength < bmpPixelDataEnd(h)) throw new BmpError(file, `truncated BMP: ${bytes.byteLength} bytes, pixel data needs ${bmpPixelDataEnd(h)}`);
+  if (bytes.byteLength < bmpPixelDataEnd(h))
+    throw new BmpError(
+      file,
+      `truncated BMP: ${bytes.byteLength} bytes, pixel data needs ${bmpPixelDataEnd(h)}`,
+    );
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const masks = h.masks ?? (h.bitCount === 16 ? { red: 0x7c00, green: 0x03e0, blue: 0x001f, alpha: 0 } : null);
+  const masks =
+    h.masks ?? (h.bitCount === 16 ? { red: 0x7c00, green: 0x03e0, blue: 0x001f, alpha: 0 } : null);
   const channels: 3 | 4 = masks && masks.alpha !== 0 ? 4 : 3;
   const out = new Uint8Array(h.width * h.height * channels); // [height, width, channels]
   const red = maskReader(masks?.red ?? 0);
@@ -129,7 +183,8 @@ export function decodeBmp(bytes: Uint8Array, file: string): { width: number; hei
         out[o + 1] = bytes[p + 1];
         out[o + 2] = bytes[p];
       } else {
-        const pixel = h.bitCount === 16 ? view.getUint16(row + x * 2, true) : view.getUint32(row + x * 4, true);
+        const pixel =
+          h.bitCount === 16 ? view.getUint16(row + x * 2, true) : view.getUint32(row + x * 4, true);
         out[o] = red(pixel);
         out[o + 1] = green(pixel);
         out[o + 2] = blue(pixel);

@@ -36,12 +36,16 @@ export const bucketKey = (bucket: Bucket): string => `${bucket.width}x${bucket.h
 export function resolveBucketOptions(options: BucketOptions): ResolvedBucketOptions {
   const step = options.step ?? 64;
   const { resolution } = options;
-  if (!Number.isInteger(step) || step < 1) throw new Error(`bucket step must be a positive integer, got ${step}`);
-  if (!Number.isInteger(resolution) || resolution < step) throw new Error(`resolution must be an integer of at least the step ${step}, got ${resolution}`);
+  if (!Number.isInteger(step) || step < 1)
+    throw new Error(`bucket step must be a positive integer, got ${step}`);
+  if (!Number.isInteger(resolution) || resolution < step)
+    throw new Error(`resolution must be an integer of at least the step ${step}, got ${resolution}`);
   const minSide = options.minSide ?? Math.max(step, Math.floor(resolution / 2 / step) * step);
   const maxSide = options.maxSide ?? resolution * 2;
   if (minSide > resolution || maxSide < resolution) {
-    throw new Error(`bucket sides must allow a square bucket: minSide ${minSide} <= resolution ${resolution} <= maxSide ${maxSide}`);
+    throw new Error(
+      `bucket sides must allow a square bucket: minSide ${minSide} <= resolution ${resolution} <= maxSide ${maxSide}`,
+    );
   }
   return { resolution, step, minSide, maxSide, noUpscale: options.noUpscale ?? false };
 }
@@ -107,7 +111,10 @@ export class AspectBuckets {
       for (const bh of [Math.floor(h / step) * step, Math.ceil(h / step) * step]) {
         if (bw < step || bh < step || bw > width || bh > height || bw * bh > maxArea) continue;
         const error = Math.abs(Math.log(bw / bh) - logRatio);
-        if (error < bestError - 1e-12 || (Math.abs(error - bestError) <= 1e-12 && best && bw * bh > best.width * best.height)) {
+        if (
+          error < bestError - 1e-12 ||
+          (Math.abs(error - bestError) <= 1e-12 && best && bw * bh > best.width * best.height)
+        ) {
           best = { width: bw, height: bh };
           bestError = error;
         }
@@ -152,7 +159,12 @@ export function planCrop(width: number, height: number, bucket: Bucket, random?:
     resizedHeight,
     cropLeft,
     cropTop,
-    sourceRect: { left: cropLeft / scaleX, top: cropTop / scaleY, width: bucket.width / scaleX, height: bucket.height / scaleY },
+    sourceRect: {
+      left: cropLeft / scaleX,
+      top: cropTop / scaleY,
+      width: bucket.width / scaleX,
+      height: bucket.height / scaleY,
+    },
   };
 }
 
@@ -163,12 +175,20 @@ export interface BucketCount extends Bucket {
   samples: number;
 }
 
-export function summarizeBuckets(entries: Iterable<{ bucket: Bucket | null; repeats: number }>): BucketCount[] {
+export function summarizeBuckets(
+  entries: Iterable<{ bucket: Bucket | null; repeats: number }>,
+): BucketCount[] {
   const byKey = new Map<string, BucketCount>();
   for (const { bucket, repeats } of entries) {
     if (!bucket) continue;
     const key = bucketKey(bucket);
-    const count = byKey.get(key) ?? { width: bucket.width, height: bucket.height, key, images: 0, samples: 0 };
+    const count = byKey.get(key) ?? {
+      width: bucket.width,
+      height: bucket.height,
+      key,
+      images: 0,
+      samples: 0,
+    };
     count.images += 1;
     count.samples += repeats;
     byKey.set(key, count);

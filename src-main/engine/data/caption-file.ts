@@ -29,8 +29,13 @@ export interface CaptionFile {
 
 const UTF8_BOM = [0xef, 0xbb, 0xbf];
 
-export function decodeCaption(bytes: Uint8Array): { text: string; format: CaptionFormat; validUtf8: boolean } {
-  const bom = bytes.length >= 3 && bytes[0] === UTF8_BOM[0] && bytes[1] === UTF8_BOM[1] && bytes[2] === UTF8_BOM[2];
+export function decodeCaption(bytes: Uint8Array): {
+  text: string;
+  format: CaptionFormat;
+  validUtf8: boolean;
+} {
+  const bom =
+    bytes.length >= 3 && bytes[0] === UTF8_BOM[0] && bytes[1] === UTF8_BOM[1] && bytes[2] === UTF8_BOM[2];
   const body = bom ? bytes.subarray(3) : bytes;
   let raw: string;
   let validUtf8 = true;

@@ -47,7 +47,12 @@ export function appendTrigger(caption: string, trigger: string): string {
   return joinTags([...tags.filter((tag) => tag !== word), word]);
 }
 
-export function findReplace(caption: string, find: string, replacement: string, options: { caseSensitive?: boolean } = {}): string {
+export function findReplace(
+  caption: string,
+  find: string,
+  replacement: string,
+  options: { caseSensitive?: boolean } = {},
+): string {
   if (!find) return caption;
   if (options.caseSensitive ?? true) return caption.split(find).join(replacement);
   const escaped = find.replace(/[.*+?^${}()|[\]\\]/gu, '\\$&');

@@ -87,7 +87,11 @@ export interface DatasetSummary {
 }
 
 const BUCKET_CODES: ReadonlySet<ProblemCode> = new Set(['too-small', 'no-bucket']);
-const CAPTION_CODES: ReadonlySet<ProblemCode> = new Set(['missing-caption', 'empty-caption', 'caption-not-utf8']);
+const CAPTION_CODES: ReadonlySet<ProblemCode> = new Set([
+  'missing-caption',
+  'empty-caption',
+  'caption-not-utf8',
+]);
 
 export class Dataset {
   private bucketer: AspectBuckets;
@@ -118,7 +122,13 @@ export class Dataset {
       const caption = image.captionPath ? readCaptionFile(image.captionPath) : null;
       const problems = [...inspection.problems];
       for (const unused of image.unusedCaptionPaths) {
-        problems.push(makeProblem('multiple-captions', image.relativePath, `has more than one caption file; using ${basename(image.captionPath!)}, not ${basename(unused)}`));
+        problems.push(
+          makeProblem(
+            'multiple-captions',
+            image.relativePath,
+            `has more than one caption file; using ${basename(image.captionPath!)}, not ${basename(unused)}`,
+          ),
+        );
       }
       problems.push(...captionProblems(image.relativePath, caption, image.trigger));
       options.onProgress?.(++done, scan.images.length);
@@ -145,7 +155,10 @@ export class Dataset {
     const duplicates = await findDuplicates(readable, concurrency);
     for (const item of readable) {
       const others = duplicates.get(item.relativePath);
-      if (others) item.problems.push(makeProblem('duplicate', item.relativePath, `has the same content as ${others.join(', ')}`));
+      if (others)
+        item.problems.push(
+          makeProblem('duplicate', item.relativePath, `has the same content as ${others.join(', ')}`),
+        );
     }
     return new Dataset(scan.root, items, scan.orphanCaptions, scan.skipped, bucketOptions);
   }
@@ -169,7 +182,9 @@ export class Dataset {
   problems(): DatasetProblem[] {
     return [
       ...this.items.flatMap((item) => item.problems),
-      ...this.orphanCaptions.map((file) => makeProblem('orphan-caption', file, 'is a caption file with no image of the same name next to it')),
+      ...this.orphanCaptions.map((file) =>
+        makeProblem('orphan-caption', file, 'is a caption file with no image of the same name next to it'),
+      ),
     ];
   }
 
@@ -210,13 +225,18 @@ export class Dataset {
   /** Saves one caption (atomically; creates `<image name>.txt` when the image had none). */
   saveCaption(relativePath: string, text: string): DatasetItem {
     const item = this.item(relativePath);
-    const captionPath = item.captionPath ?? join(dirname(item.path), `${basename(item.path, extname(item.path))}.txt`);
+    const captionPath =
+      item.captionPath ?? join(dirname(item.path), `${basename(item.path, extname(item.path))}.txt`);
     item.captionFormat = writeCaptionFile(captionPath, text, item.captionFormat ?? undefined);
     item.captionPath = captionPath;
     item.caption = text.replace(/\r\n?/gu, '\n');
     item.problems = [
       ...item.problems.filter((p) => !CAPTION_CODES.has(p.code)),
-      ...captionProblems(item.relativePath, { path: captionPath, text: item.caption, validUtf8: true }, item.trigger),
+      ...captionProblems(
+        item.relativePath,
+        { path: captionPath, text: item.caption, validUtf8: true },
+        item.trigger,
+      ),
     ];
     return item;
   }
@@ -254,12 +274,24 @@ export class Dataset {
       if (!unreadable && item.width !== null && item.height !== null) {
         const bucket = this.bucketer.assign(item.width, item.height);
         if (!bucket) {
-          item.problems.push(makeProblem('no-bucket', item.relativePath, `${item.width}x${item.height} is smaller than one ${this.bucketer.options.step}-pixel step without upscaling; it is left out of training`));
+          item.problems.push(
+            makeProblem(
+              'no-bucket',
+              item.relativePath,
+              `${item.width}x${item.height} is smaller than one ${this.bucketer.options.step}-pixel step without upscaling; it is left out of training`,
+            ),
+          );
         } else {
           item.bucket = bucket;
           item.crop = planCrop(item.width, item.height, bucket);
           if (item.crop.scale > 1) {
-            item.problems.push(makeProblem('too-small', item.relativePath, `${item.width}x${item.height} is smaller than its ${bucket.width}x${bucket.height} bucket at resolution ${resolution}; it is enlarged ${item.crop.scale.toFixed(2)}x and will look soft`));
+            item.problems.push(
+              makeProblem(
+                'too-small',
+                item.relativePath,
+                `${item.width}x${item.height} is smaller than its ${bucket.width}x${bucket.height} bucket at resolution ${resolution}; it is enlarged ${item.crop.scale.toFixed(2)}x and will look soft`,
+              ),
+            );
           }
         }
       }
@@ -273,7 +305,10 @@ export class Dataset {
  * when there is no caption (kohya's class-token fallback); with `shuffle`, tags after the first
  * `keepFirst` are shuffled (kohya's shuffle_caption + keep_tokens).
  */
-export function trainingCaption(item: Pick<DatasetItem, 'caption' | 'trigger'>, shuffle?: { keepFirst: number; random: Random }): string {
+export function trainingCaption(
+  item: Pick<DatasetItem, 'caption' | 'trigger'>,
+  shuffle?: { keepFirst: number; random: Random },
+): string {
   const text = captionForTraining(item.caption ?? '') || (item.trigger ?? '');
   return shuffle ? shuffleTags(text, shuffle.keepFirst, shuffle.random) : text;
 }

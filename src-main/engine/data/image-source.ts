@@ -48,7 +48,16 @@ export class ImageReadError extends Error {
   }
 }
 
-const BITS_BY_DEPTH: Readonly<Record<string, number>> = { uchar: 8, char: 8, ushort: 16, short: 16, uint: 32, int: 32, float: 32, double: 64 };
+const BITS_BY_DEPTH: Readonly<Record<string, number>> = {
+  uchar: 8,
+  char: 8,
+  ushort: 16,
+  short: 16,
+  uint: 32,
+  int: 32,
+  float: 32,
+  double: 64,
+};
 
 /** Bytes of the file between `start` and `start + length` (fewer at the end of the file). */
 function readRange(path: string, start: number, length: number): Buffer {
@@ -64,7 +73,10 @@ function readRange(path: string, start: number, length: number): Buffer {
 
 function cleanSharpMessage(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n')[0].replace(/^Input (file|buffer) /u, '').trim();
+  return message
+    .split('\n')[0]
+    .replace(/^Input (file|buffer) /u, '')
+    .trim();
 }
 
 export async function readImageHeader(path: string, format: ImageFileFormat): Promise<ImageHeader> {
@@ -73,10 +85,25 @@ export async function readImageHeader(path: string, format: ImageFileFormat): Pr
     try {
       header = readBmpHeader(readRange(path, 0, 200), path);
     } catch (error) {
-      throw new ImageReadError(path, error instanceof Error ? error.message.replace(`${path}: `, '') : String(error));
+      throw new ImageReadError(
+        path,
+        error instanceof Error ? error.message.replace(`${path}: `, '') : String(error),
+      );
     }
     const hasAlpha = (header.masks?.alpha ?? 0) !== 0;
-    return { format: 'bmp', storedWidth: header.width, storedHeight: header.height, width: header.width, height: header.height, orientation: 1, space: 'srgb', channels: hasAlpha ? 4 : 3, bitsPerSample: 8, hasAlpha, frames: 1 };
+    return {
+      format: 'bmp',
+      storedWidth: header.width,
+      storedHeight: header.height,
+      width: header.width,
+      height: header.height,
+      orientation: 1,
+      space: 'srgb',
+      channels: hasAlpha ? 4 : 3,
+      bitsPerSample: 8,
+      hasAlpha,
+      frames: 1,
+    };
   }
   let meta;
   try {
@@ -158,7 +185,10 @@ export async function openImage(path: string, format: ImageFileFormat): Promise<
       const { width, height, channels, data } = decodeBmp(readFileSync(path), path);
       return sharp(data, { raw: { width, height, channels } });
     } catch (error) {
-      throw new ImageReadError(path, error instanceof Error ? error.message.replace(`${path}: `, '') : String(error));
+      throw new ImageReadError(
+        path,
+        error instanceof Error ? error.message.replace(`${path}: `, '') : String(error),
+      );
     }
   }
   return sharp(path, { failOn: 'truncated', pages: 1, page: 0 });

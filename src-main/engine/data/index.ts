@@ -3,9 +3,26 @@ export { Dataset, trainingCaption } from './dataset';
 export type { DatasetItem, DatasetOptions, DatasetSummary } from './dataset';
 export { AspectBuckets, bucketKey, planCrop, resolveBucketOptions, summarizeBuckets } from './buckets';
 export type { Bucket, BucketCount, BucketOptions, CropPlan, ResolvedBucketOptions } from './buckets';
-export { captionForTraining, decodeCaption, encodeCaption, readCaptionFile, writeCaptionFile, NEW_CAPTION_FORMAT } from './caption-file';
+export {
+  captionForTraining,
+  decodeCaption,
+  encodeCaption,
+  readCaptionFile,
+  writeCaptionFile,
+  NEW_CAPTION_FORMAT,
+} from './caption-file';
 export type { CaptionFile, CaptionFormat } from './caption-file';
-export { appendTrigger, applyCaptionOperation, findReplace, joinTags, prependTrigger, removeTag, shuffleTags, splitTags, tagFrequency } from './caption-ops';
+export {
+  appendTrigger,
+  applyCaptionOperation,
+  findReplace,
+  joinTags,
+  prependTrigger,
+  removeTag,
+  shuffleTags,
+  splitTags,
+  tagFrequency,
+} from './caption-ops';
 export type { CaptionOperation } from './caption-ops';
 export { CAPTION_EXTENSIONS, IMAGE_EXTENSIONS, imageFormatOf, parseRepeatFolderName } from './image-files';
 export type { ImageFileFormat, RepeatFolder } from './image-files';

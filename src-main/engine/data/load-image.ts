@@ -33,9 +33,17 @@ export interface LoadTrainingImageOptions {
   flipHorizontal?: boolean;
 }
 
-export async function loadTrainingImage(file: string, bucket: Bucket, options: LoadTrainingImageOptions = {}): Promise<TrainingImage> {
+export async function loadTrainingImage(
+  file: string,
+  bucket: Bucket,
+  options: LoadTrainingImageOptions = {},
+): Promise<TrainingImage> {
   const format = imageFormatOf(file);
-  if (!format) throw new ImageReadError(file, 'not an image file name we read (jpg, jpeg, png, webp, avif, gif, bmp, tif, tiff)');
+  if (!format)
+    throw new ImageReadError(
+      file,
+      'not an image file name we read (jpg, jpeg, png, webp, avif, gif, bmp, tif, tiff)',
+    );
   const header = await readImageHeader(file, format);
   const crop = planCrop(header.width, header.height, bucket, options.random);
   const image = await openImage(file, format);
@@ -51,11 +59,17 @@ export async function loadTrainingImage(file: string, bucket: Bucket, options: L
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (error) {
-    throw new ImageReadError(file, `cannot decode for training: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+    throw new ImageReadError(
+      file,
+      `cannot decode for training: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`,
+    );
   }
   const { data, info } = decoded; // [height, width, 3] uint8
   if (info.channels !== 3 || info.width !== bucket.width || info.height !== bucket.height) {
-    throw new ImageReadError(file, `decoded to ${info.width}x${info.height}x${info.channels}, expected ${bucket.width}x${bucket.height}x3`);
+    throw new ImageReadError(
+      file,
+      `decoded to ${info.width}x${info.height}x${info.channels}, expected ${bucket.width}x${bucket.height}x3`,
+    );
   }
   const { width, height } = bucket;
   const plane = width * height;
@@ -76,7 +90,10 @@ export async function loadTrainingImage(file: string, bucket: Bucket, options: L
     height,
     originalSize: { width: header.width, height: header.height },
     // A mirrored image's crop starts where the mirrored crop window starts (as kohya does).
-    cropTopLeft: { top: crop.cropTop, left: flip ? crop.resizedWidth - width - crop.cropLeft : crop.cropLeft },
+    cropTopLeft: {
+      top: crop.cropTop,
+      left: flip ? crop.resizedWidth - width - crop.cropLeft : crop.cropLeft,
+    },
     targetSize: { width, height },
     crop,
     flipped: flip,

@@ -13,7 +13,13 @@
 import { readdir, stat } from 'node:fs/promises';
 import type { Dirent } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { CAPTION_EXTENSIONS, captionExtensionOf, imageFormatOf, isHiddenName, parseRepeatFolderName } from './image-files';
+import {
+  CAPTION_EXTENSIONS,
+  captionExtensionOf,
+  imageFormatOf,
+  isHiddenName,
+  parseRepeatFolderName,
+} from './image-files';
 import type { ImageFileFormat, RepeatFolder } from './image-files';
 
 export interface ScannedImage {
@@ -53,7 +59,10 @@ interface FolderContext {
 const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const stemKey = (name: string): string => basename(name, extname(name)).normalize('NFC');
 
-export async function scanFolder(root: string, options: { defaultRepeats?: number } = {}): Promise<ScanResult> {
+export async function scanFolder(
+  root: string,
+  options: { defaultRepeats?: number } = {},
+): Promise<ScanResult> {
   const absoluteRoot = resolve(root);
   const rootStat = await stat(absoluteRoot).catch((error: NodeJS.ErrnoException) => {
     throw new Error(`${absoluteRoot}: cannot open the dataset folder (${error.code ?? error.message})`);
@@ -125,7 +134,9 @@ async function scanOne(folder: FolderContext, defaultRepeats: number, result: Sc
   const usedCaptions = new Set<string>();
   const repeats = folder.repeat?.repeats ?? defaultRepeats;
   const trigger = folder.repeat?.trigger ?? null;
-  const stats = await Promise.all(images.map(({ name }) => stat(join(folder.absolute, name)).catch(() => null)));
+  const stats = await Promise.all(
+    images.map(({ name }) => stat(join(folder.absolute, name)).catch(() => null)),
+  );
   images.forEach(({ name, format }, i) => {
     const fileStat = stats[i];
     const candidates = (captions.get(stemKey(name)) ?? []).slice().sort((a, b) => {
@@ -151,6 +162,10 @@ async function scanOne(folder: FolderContext, defaultRepeats: number, result: Sc
 
   for (const name of subfolders) {
     const repeat = parseRepeatFolderName(name) ?? folder.repeat;
-    await scanOne({ absolute: join(folder.absolute, name), relative: rel(name), repeat }, defaultRepeats, result);
+    await scanOne(
+      { absolute: join(folder.absolute, name), relative: rel(name), repeat },
+      defaultRepeats,
+      result,
+    );
   }
 }

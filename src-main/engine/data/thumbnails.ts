@@ -66,7 +66,10 @@ export class ThumbnailCache {
     return readFile(await this.path(file));
   }
 
-  async generateAll(files: readonly string[], onEach?: (result: ThumbnailResult) => void): Promise<ThumbnailResult[]> {
+  async generateAll(
+    files: readonly string[],
+    onEach?: (result: ThumbnailResult) => void,
+  ): Promise<ThumbnailResult[]> {
     // Generation is bounded by the slots; this bound only keeps hashing from reading every file at once.
     return mapConcurrent(files, this.concurrency * 2, async (file) => {
       let result: ThumbnailResult;
@@ -92,13 +95,22 @@ export class ThumbnailCache {
   private async generate(file: string, target: string): Promise<string> {
     const format = imageFormatOf(file);
     if (!format) throw new ImageReadError(file, 'not an image file name we read');
-    let pipeline = (await openImage(file, format)).autoOrient().resize(this.size, this.size, { fit: 'inside', withoutEnlargement: true }).toColourspace('srgb');
-    pipeline = this.format === 'webp' ? pipeline.webp({ quality: this.quality }) : pipeline.flatten({ background: { r: 255, g: 255, b: 255 } }).jpeg({ quality: this.quality });
+    let pipeline = (await openImage(file, format))
+      .autoOrient()
+      .resize(this.size, this.size, { fit: 'inside', withoutEnlargement: true })
+      .toColourspace('srgb');
+    pipeline =
+      this.format === 'webp'
+        ? pipeline.webp({ quality: this.quality })
+        : pipeline.flatten({ background: { r: 255, g: 255, b: 255 } }).jpeg({ quality: this.quality });
     let bytes: Buffer;
     try {
       bytes = await pipeline.toBuffer();
     } catch (error) {
-      throw new ImageReadError(file, `cannot make a thumbnail: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+      throw new ImageReadError(
+        file,
+        `cannot make a thumbnail: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`,
+      );
     }
     mkdirSync(this.cacheDir, { recursive: true });
     writeFileAtomic(target, bytes);

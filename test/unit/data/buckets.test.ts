@@ -22,12 +22,29 @@ describe('AspectBuckets', () => {
       expect(breaksLimit(width, height + 64) || breaksLimit(width + 64, height)).toBe(true);
     }
     // The kohya list at 512 (min 256, max 1024) has these, among others.
-    for (const key of ['256x1024', '320x768', '384x640', '448x576', '576x448', '640x384', '768x320', '1024x256']) expect(keys.has(key)).toBe(true);
+    for (const key of [
+      '256x1024',
+      '320x768',
+      '384x640',
+      '448x576',
+      '576x448',
+      '640x384',
+      '768x320',
+      '1024x256',
+    ])
+      expect(keys.has(key)).toBe(true);
   });
 
   it('assigns the bucket with the closest aspect ratio', () => {
     const bucketer = new AspectBuckets({ resolution: 512 });
-    for (const [w, h] of [[512, 512], [1000, 500], [300, 900], [4000, 3000], [1080, 1920], [64, 2000]]) {
+    for (const [w, h] of [
+      [512, 512],
+      [1000, 500],
+      [300, 900],
+      [4000, 3000],
+      [1080, 1920],
+      [64, 2000],
+    ]) {
       const bucket = bucketer.assign(w, h)!;
       const error = (b: { width: number; height: number }) => Math.abs(b.width / b.height - w / h);
       expect(error(bucket)).toBe(Math.min(...bucketer.buckets.map(error)));
@@ -40,7 +57,7 @@ describe('AspectBuckets', () => {
     expect(bucketer.assign(300, 200)).toEqual({ width: 256, height: 192 });
     const large = bucketer.assign(4000, 3000)!;
     expect(large.width * large.height).toBeLessThanOrEqual(512 * 512);
-    expect(large.width % 64 + (large.height % 64)).toBe(0);
+    expect((large.width % 64) + (large.height % 64)).toBe(0);
     expect(large).toEqual({ width: 576, height: 448 }); // what kohya's bucket_no_upscale gives too
     expect(bucketer.assign(40, 300)).toBeNull();
   });
@@ -65,11 +82,16 @@ describe('planCrop', () => {
     for (let i = 0; i < 200; i++) {
       const w = 17 + Math.floor(random() * 3000);
       const h = 17 + Math.floor(random() * 3000);
-      const bucket = { width: 64 * (1 + Math.floor(random() * 16)), height: 64 * (1 + Math.floor(random() * 16)) };
+      const bucket = {
+        width: 64 * (1 + Math.floor(random() * 16)),
+        height: 64 * (1 + Math.floor(random() * 16)),
+      };
       for (const plan of [planCrop(w, h, bucket), planCrop(w, h, bucket, random)]) {
         expect(plan.resizedWidth).toBeGreaterThanOrEqual(bucket.width);
         expect(plan.resizedHeight).toBeGreaterThanOrEqual(bucket.height);
-        expect(Math.min(plan.resizedWidth - bucket.width, plan.resizedHeight - bucket.height)).toBeLessThanOrEqual(1);
+        expect(
+          Math.min(plan.resizedWidth - bucket.width, plan.resizedHeight - bucket.height),
+        ).toBeLessThanOrEqual(1);
         expect(plan.cropLeft).toBeGreaterThanOrEqual(0);
         expect(plan.cropTop).toBeGreaterThanOrEqual(0);
         expect(plan.cropLeft + bucket.width).toBeLessThanOrEqual(plan.resizedWidth);
@@ -83,7 +105,10 @@ describe('planCrop', () => {
   it('draws random crops reproducibly from a seed', () => {
     const offsets = (seed: number) => {
       const random = createRandom(seed);
-      return Array.from({ length: 20 }, () => planCrop(2000, 1000, { width: 512, height: 512 }, random).cropLeft);
+      return Array.from(
+        { length: 20 },
+        () => planCrop(2000, 1000, { width: 512, height: 512 }, random).cropLeft,
+      );
     };
     expect(offsets(1)).toEqual(offsets(1));
     expect(offsets(1)).not.toEqual(offsets(2));

@@ -5,8 +5,21 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decodeCaption, encodeCaption, readCaptionFile, writeCaptionFile } from '../../../src-main/engine/data/caption-file';
-import { appendTrigger, findReplace, prependTrigger, removeTag, shuffleTags, splitTags, tagFrequency } from '../../../src-main/engine/data/caption-ops';
+import {
+  decodeCaption,
+  encodeCaption,
+  readCaptionFile,
+  writeCaptionFile,
+} from '../../../src-main/engine/data/caption-file';
+import {
+  appendTrigger,
+  findReplace,
+  prependTrigger,
+  removeTag,
+  shuffleTags,
+  splitTags,
+  tagFrequency,
+} from '../../../src-main/engine/data/caption-ops';
 import { Dataset, trainingCaption } from '../../../src-main/engine/data/dataset';
 import { createRandom } from '../../../src-main/engine/data/random';
 
@@ -25,9 +38,17 @@ describe('caption files', () => {
   it('decodes BOM + CRLF and encodes back to the same bytes', () => {
     const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('a, b\r\nline two\r\n')]);
     const decoded = decodeCaption(bytes);
-    expect(decoded).toEqual({ text: 'a, b\nline two', format: { bom: true, eol: '\r\n', finalNewline: true }, validUtf8: true });
+    expect(decoded).toEqual({
+      text: 'a, b\nline two',
+      format: { bom: true, eol: '\r\n', finalNewline: true },
+      validUtf8: true,
+    });
     expect(encodeCaption(decoded.text, decoded.format).equals(bytes)).toBe(true);
-    expect(decodeCaption(Buffer.from('plain'))).toEqual({ text: 'plain', format: { bom: false, eol: '\n', finalNewline: false }, validUtf8: true });
+    expect(decodeCaption(Buffer.from('plain'))).toEqual({
+      text: 'plain',
+      format: { bom: false, eol: '\n', finalNewline: false },
+      validUtf8: true,
+    });
     expect(decodeCaption(Buffer.from([0x61, 0xff, 0x62])).validUtf8).toBe(false);
   });
 
@@ -36,7 +57,14 @@ describe('caption files', () => {
     const path = join(dir, 'photo.txt');
     cpSync(join(fixture, 'bom-crlf.txt'), path);
     writeCaptionFile(path, 'new first line\nnew second line');
-    expect(readFileSync(path).equals(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('new first line\r\nnew second line\r\n')]))).toBe(true);
+    expect(
+      readFileSync(path).equals(
+        Buffer.concat([
+          Buffer.from([0xef, 0xbb, 0xbf]),
+          Buffer.from('new first line\r\nnew second line\r\n'),
+        ]),
+      ),
+    ).toBe(true);
     expect(readCaptionFile(path).text).toBe('new first line\nnew second line');
     writeCaptionFile(join(dir, 'fresh.txt'), 'fresh caption');
     expect(readFileSync(join(dir, 'fresh.txt'), 'utf8')).toBe('fresh caption');
@@ -56,7 +84,9 @@ describe('caption operations', () => {
 
   it('finds and replaces, removes tags', () => {
     expect(findReplace('Red car, red hat', 'red', 'blue')).toBe('Red car, blue hat');
-    expect(findReplace('Red car, red hat', 'red', 'blue', { caseSensitive: false })).toBe('blue car, blue hat');
+    expect(findReplace('Red car, red hat', 'red', 'blue', { caseSensitive: false })).toBe(
+      'blue car, blue hat',
+    );
     expect(findReplace('a+b (c)', '+b (', '.')).toBe('a.c)');
     expect(removeTag('1girl, Solo, smile,solo', 'solo')).toBe('1girl, smile');
     expect(removeTag('1girl, smile', 'solo')).toBe('1girl, smile');
@@ -68,7 +98,9 @@ describe('caption operations', () => {
     expect(splitTags(shuffled).slice(0, 2)).toEqual(['sks', 'a']);
     expect(splitTags(shuffled).sort()).toEqual(splitTags(caption).sort());
     expect(shuffleTags(caption, 2, createRandom(1))).toBe(shuffled);
-    const orders = new Set(Array.from({ length: 20 }, (_, seed) => shuffleTags(caption, 2, createRandom(seed))));
+    const orders = new Set(
+      Array.from({ length: 20 }, (_, seed) => shuffleTags(caption, 2, createRandom(seed))),
+    );
     expect(orders.size).toBeGreaterThan(10);
   });
 
@@ -88,7 +120,11 @@ describe('Dataset caption editing', () => {
     const dir = tempDir();
     cpSync(fixture, dir, { recursive: true });
     const dataset = await Dataset.open(dir, { resolution: 64, step: 16 });
-    const images = dataset.items.map((item) => ({ path: item.path, hash: sha(item.path), mtimeMs: statSync(item.path).mtimeMs }));
+    const images = dataset.items.map((item) => ({
+      path: item.path,
+      hash: sha(item.path),
+      mtimeMs: statSync(item.path).mtimeMs,
+    }));
 
     dataset.saveCaption('no-caption.png', 'a black dot');
     expect(readFileSync(join(dir, 'no-caption.txt'), 'utf8')).toBe('a black dot');
@@ -97,15 +133,25 @@ describe('Dataset caption editing', () => {
     const { changed } = dataset.editCaptions({ kind: 'prepend', text: 'mytrigger' });
     expect(changed.length).toBe(dataset.items.length);
     expect(dataset.caption('red-square.png')).toBe('mytrigger, a red square on a white background');
-    expect(readFileSync(join(dir, 'bom-crlf.txt')).equals(Buffer.from('\ufeffmytrigger, navy square, tag one, second line\r\n'))).toBe(true);
+    expect(
+      readFileSync(join(dir, 'bom-crlf.txt')).equals(
+        Buffer.from('\ufeffmytrigger, navy square, tag one, second line\r\n'),
+      ),
+    ).toBe(true);
     expect(readFileSync(join(dir, '10_subject', 'subject-b.txt'), 'utf8')).toBe('mytrigger');
     expect(dataset.item('empty-caption.png').problems.map((p) => p.code)).not.toContain('empty-caption');
     // Doing it again changes nothing.
     expect(dataset.editCaptions({ kind: 'prepend', text: 'mytrigger' }).changed).toEqual([]);
 
-    expect(dataset.editCaptions({ kind: 'remove-tag', tag: 'mytrigger' }, ['red-square.png', 'UPPER.JPG']).changed).toEqual(['red-square.png', 'UPPER.JPG']);
-    expect(readFileSync(join(dir, 'UPPER.caption'), 'utf8')).toBe('an uppercase extension, caption in a .caption file');
-    expect(dataset.editCaptions({ kind: 'replace', find: 'circle', replace: 'disc' }).changed).toContain('ünïcödé-名前.png');
+    expect(
+      dataset.editCaptions({ kind: 'remove-tag', tag: 'mytrigger' }, ['red-square.png', 'UPPER.JPG']).changed,
+    ).toEqual(['red-square.png', 'UPPER.JPG']);
+    expect(readFileSync(join(dir, 'UPPER.caption'), 'utf8')).toBe(
+      'an uppercase extension, caption in a .caption file',
+    );
+    expect(dataset.editCaptions({ kind: 'replace', find: 'circle', replace: 'disc' }).changed).toContain(
+      'ünïcödé-名前.png',
+    );
     expect(dataset.tagFrequency()[0]).toEqual({ tag: 'mytrigger', count: dataset.items.length - 2 });
     expect(() => dataset.saveCaption('../outside.png', 'x')).toThrow(/not an image of this dataset/);
 

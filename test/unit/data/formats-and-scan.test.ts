@@ -30,7 +30,14 @@ function bmpFile(dib: Buffer, palette: Buffer, rows: Buffer): Buffer {
   return Buffer.concat([header, dib, palette, rows]);
 }
 
-function infoHeader(size: number, width: number, height: number, bitCount: number, compression: number, colorsUsed = 0): Buffer {
+function infoHeader(
+  size: number,
+  width: number,
+  height: number,
+  bitCount: number,
+  compression: number,
+  colorsUsed = 0,
+): Buffer {
   const dib = Buffer.alloc(size);
   dib.writeUInt32LE(size, 0);
   dib.writeInt32LE(width, 4);
@@ -70,8 +77,12 @@ describe('BMP decoding', () => {
     const rows = Buffer.alloc(4);
     rows.writeUInt16LE(0x7c00, 0); // red
     rows.writeUInt16LE(0x001f, 2); // blue
-    expect([...decodeBmp(bmpFile(infoHeader(40, 2, 1, 16, 0), Buffer.alloc(0), rows), 'x.bmp').data]).toEqual([255, 0, 0, 0, 0, 255]);
-    expect(() => readBmpHeader(bmpFile(infoHeader(40, 2, 1, 8, 1), Buffer.alloc(0), rows), 'rle.bmp')).toThrow(/rle\.bmp: compressed BMP/);
+    expect([...decodeBmp(bmpFile(infoHeader(40, 2, 1, 16, 0), Buffer.alloc(0), rows), 'x.bmp').data]).toEqual(
+      [255, 0, 0, 0, 0, 255],
+    );
+    expect(() =>
+      readBmpHeader(bmpFile(infoHeader(40, 2, 1, 8, 1), Buffer.alloc(0), rows), 'rle.bmp'),
+    ).toThrow(/rle\.bmp: compressed BMP/);
     const full = bmpFile(infoHeader(40, 4, 4, 24, 0), Buffer.alloc(0), Buffer.alloc(48));
     expect(() => decodeBmp(full.subarray(0, 70), 'cut.bmp')).toThrow(/cut\.bmp: truncated BMP/);
   });
@@ -79,7 +90,11 @@ describe('BMP decoding', () => {
 
 describe('file names and folders', () => {
   it('knows image extensions in any case and kohya repeat folders', () => {
-    expect(['a.JPG', 'b.Jpeg', 'c.PNG', 'd.webp', 'e.AVIF', 'f.gif', 'g.BMP', 'h.tif', 'i.TIFF'].map(imageFormatOf)).toEqual(['jpeg', 'jpeg', 'png', 'webp', 'avif', 'gif', 'bmp', 'tiff', 'tiff']);
+    expect(
+      ['a.JPG', 'b.Jpeg', 'c.PNG', 'd.webp', 'e.AVIF', 'f.gif', 'g.BMP', 'h.tif', 'i.TIFF'].map(
+        imageFormatOf,
+      ),
+    ).toEqual(['jpeg', 'jpeg', 'png', 'webp', 'avif', 'gif', 'bmp', 'tiff', 'tiff']);
     expect(imageFormatOf('notes.txt')).toBeNull();
     expect(parseRepeatFolderName('10_mychar')).toEqual({ repeats: 10, trigger: 'mychar' });
     expect(parseRepeatFolderName('3_sks dog')).toEqual({ repeats: 3, trigger: 'sks dog' });
@@ -90,7 +105,9 @@ describe('file names and folders', () => {
 
   it('takes repeats from the nearest repeat folder, or the dataset folder itself, and pairs NFD captions', async () => {
     const root = join(tempDir(), '4_outer');
-    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: 'red' } }).png().toBuffer();
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: 'red' } })
+      .png()
+      .toBuffer();
     mkdirSync(join(root, '12_inner', 'plain'), { recursive: true });
     writeFileSync(join(root, 'top.png'), png);
     writeFileSync(join(root, '12_inner', 'plain', 'deep.png'), png);
@@ -99,10 +116,15 @@ describe('file names and folders', () => {
     const scan = await scanFolder(root);
     const byPath = new Map(scan.images.map((image) => [image.relativePath, image]));
     expect([byPath.get('top.png')?.repeats, byPath.get('top.png')?.trigger]).toEqual([4, 'outer']);
-    expect([byPath.get('12_inner/plain/deep.png')?.repeats, byPath.get('12_inner/plain/deep.png')?.trigger]).toEqual([12, 'inner']);
+    expect([
+      byPath.get('12_inner/plain/deep.png')?.repeats,
+      byPath.get('12_inner/plain/deep.png')?.trigger,
+    ]).toEqual([12, 'inner']);
     expect(byPath.get('caf\u00e9.png')?.captionPath).toBe(join(root, 'cafe\u0301.txt'));
     expect(scan.orphanCaptions).toEqual([]);
-    await expect(scanFolder(join(root, 'missing'))).rejects.toThrow(/missing: cannot open the dataset folder/);
+    await expect(scanFolder(join(root, 'missing'))).rejects.toThrow(
+      /missing: cannot open the dataset folder/,
+    );
   });
 });
 
@@ -110,7 +132,12 @@ describe('end-marker check', () => {
   it('passes complete JPEG/PNG/GIF/WebP files and fails cut ones', async () => {
     const dir = tempDir();
     const base = sharp({ create: { width: 32, height: 32, channels: 3, background: 'blue' } });
-    for (const [ext, format] of [['jpg', 'jpeg'], ['png', 'png'], ['gif', 'gif'], ['webp', 'webp']] as const) {
+    for (const [ext, format] of [
+      ['jpg', 'jpeg'],
+      ['png', 'png'],
+      ['gif', 'gif'],
+      ['webp', 'webp'],
+    ] as const) {
       const bytes = await base.clone().toFormat(format).toBuffer();
       writeFileSync(join(dir, `ok.${ext}`), bytes);
       writeFileSync(join(dir, `cut.${ext}`), bytes.subarray(0, bytes.length - 5));

@@ -33,11 +33,35 @@ const EXPECTED: Partial<Record<ProblemCode, string[]>> = {
 };
 
 const IMAGES = [
-  '10_subject/subject-a.jpg', '10_subject/subject-b.jpg', 'UPPER.JPG', 'animated.gif', 'bom-crlf.png', 'both-captions.png',
-  'cmyk.jpg', 'corrupt.webp', 'deep-16bit.png', 'dup-original.png', 'empty-caption.png', 'empty.png', 'exif-rotated.jpg',
-  'formats/avif-photo.avif', 'formats/bmp-photo.bmp', 'formats/gray.png', 'formats/tiff-photo.TIFF', 'huge.png',
-  'nested/deeper/nested-image.webp', 'nested/dup-copy.png', 'no-caption.png', 'not-an-image.png', 'red-square.png',
-  'tiny.png', 'trailing-data.jpg', 'transparent.png', 'truncated-png.png', 'truncated.jpg', 'ünïcödé-名前.png',
+  '10_subject/subject-a.jpg',
+  '10_subject/subject-b.jpg',
+  'UPPER.JPG',
+  'animated.gif',
+  'bom-crlf.png',
+  'both-captions.png',
+  'cmyk.jpg',
+  'corrupt.webp',
+  'deep-16bit.png',
+  'dup-original.png',
+  'empty-caption.png',
+  'empty.png',
+  'exif-rotated.jpg',
+  'formats/avif-photo.avif',
+  'formats/bmp-photo.bmp',
+  'formats/gray.png',
+  'formats/tiff-photo.TIFF',
+  'huge.png',
+  'nested/deeper/nested-image.webp',
+  'nested/dup-copy.png',
+  'no-caption.png',
+  'not-an-image.png',
+  'red-square.png',
+  'tiny.png',
+  'trailing-data.jpg',
+  'transparent.png',
+  'truncated-png.png',
+  'truncated.jpg',
+  'ünïcödé-名前.png',
 ].sort();
 
 /** RGB in [-1, 1] of pixel (x, y) of a CHW image. */
@@ -48,7 +72,14 @@ function rgbAt(image: TrainingImage, x: number, y: number): [number, number, num
 }
 
 function filesWith(dataset: Dataset, code: ProblemCode): string[] {
-  return [...new Set(dataset.problems().filter((p) => p.code === code).map((p) => p.file))].sort();
+  return [
+    ...new Set(
+      dataset
+        .problems()
+        .filter((p) => p.code === code)
+        .map((p) => p.file),
+    ),
+  ].sort();
 }
 
 describe('messy dataset folder', () => {
@@ -73,17 +104,32 @@ describe('messy dataset folder', () => {
     for (const [code, files] of Object.entries(EXPECTED)) {
       expect({ code, files: filesWith(dataset, code as ProblemCode) }).toEqual({ code, files });
     }
-    for (const problem of dataset.problems()) expect(problem.message.startsWith(`${problem.file}: `)).toBe(true);
+    for (const problem of dataset.problems())
+      expect(problem.message.startsWith(`${problem.file}: `)).toBe(true);
     // Only the expected codes occur at all, and files with no expected problem have none.
     expect(new Set(dataset.problems().map((p) => p.code))).toEqual(new Set(Object.keys(EXPECTED)));
-    for (const clean of ['red-square.png', 'trailing-data.jpg', 'huge.png', 'UPPER.JPG', 'bom-crlf.png', 'formats/bmp-photo.bmp', 'ünïcödé-名前.png']) {
+    for (const clean of [
+      'red-square.png',
+      'trailing-data.jpg',
+      'huge.png',
+      'UPPER.JPG',
+      'bom-crlf.png',
+      'formats/bmp-photo.bmp',
+      'ünïcödé-名前.png',
+    ]) {
       expect({ clean, problems: dataset.item(clean).problems }).toEqual({ clean, problems: [] });
     }
   });
 
   it('excludes exactly the unreadable, truncated and empty files', () => {
     const excluded = dataset.items.filter((item) => item.excluded).map((item) => item.relativePath);
-    expect(excluded.sort()).toEqual(['corrupt.webp', 'empty.png', 'not-an-image.png', 'truncated-png.png', 'truncated.jpg']);
+    expect(excluded.sort()).toEqual([
+      'corrupt.webp',
+      'empty.png',
+      'not-an-image.png',
+      'truncated-png.png',
+      'truncated.jpg',
+    ]);
     for (const item of dataset.items) {
       expect(item.excluded).toBe(item.problems.some((p) => p.severity === 'error'));
       expect(item.bucket === null).toBe(item.excluded);
@@ -100,14 +146,22 @@ describe('messy dataset folder', () => {
 
   it('finds the same errors when every image is decoded in full', async () => {
     const full = await Dataset.open(fixture, { ...options, validation: 'full', concurrency: 2 });
-    const errors = (d: Dataset): string[] => d.problems().filter((p) => p.severity === 'error').map((p) => `${p.file}:${p.code}`).sort();
+    const errors = (d: Dataset): string[] =>
+      d
+        .problems()
+        .filter((p) => p.severity === 'error')
+        .map((p) => `${p.file}:${p.code}`)
+        .sort();
     expect(errors(full)).toEqual(errors(dataset));
   });
 
   it('reads repeat folders, sizes and captions (BOM, CRLF, .caption, unicode)', () => {
     const subjectA = dataset.item('10_subject/subject-a.jpg');
     expect([subjectA.repeats, subjectA.trigger]).toEqual([10, 'subject']);
-    expect([dataset.item('red-square.png').repeats, dataset.item('red-square.png').trigger]).toEqual([1, null]);
+    expect([dataset.item('red-square.png').repeats, dataset.item('red-square.png').trigger]).toEqual([
+      1,
+      null,
+    ]);
     expect(trainingCaption(dataset.item('10_subject/subject-b.jpg'))).toBe('subject');
 
     const bom = dataset.item('bom-crlf.png');
@@ -120,9 +174,18 @@ describe('messy dataset folder', () => {
     expect(dataset.item('no-caption.png').caption).toBeNull();
 
     const rotated = dataset.item('exif-rotated.jpg');
-    expect([rotated.header?.storedWidth, rotated.header?.storedHeight, rotated.width, rotated.height]).toEqual([128, 64, 64, 128]);
+    expect([
+      rotated.header?.storedWidth,
+      rotated.header?.storedHeight,
+      rotated.width,
+      rotated.height,
+    ]).toEqual([128, 64, 64, 128]);
     expect([dataset.item('huge.png').width, dataset.item('huge.png').height]).toEqual([6000, 4000]);
-    expect([dataset.item('animated.gif').width, dataset.item('animated.gif').height, dataset.item('animated.gif').header?.frames]).toEqual([64, 64, 2]);
+    expect([
+      dataset.item('animated.gif').width,
+      dataset.item('animated.gif').height,
+      dataset.item('animated.gif').header?.frames,
+    ]).toEqual([64, 64, 2]);
   });
 });
 
@@ -192,7 +255,13 @@ describe('loadTrainingImage on the messy folder', () => {
   });
 
   it('refuses the broken files with an error that names them', async () => {
-    for (const file of ['truncated.jpg', 'truncated-png.png', 'not-an-image.png', 'empty.png', 'corrupt.webp']) {
+    for (const file of [
+      'truncated.jpg',
+      'truncated-png.png',
+      'not-an-image.png',
+      'empty.png',
+      'corrupt.webp',
+    ]) {
       const path = dataset.item(file).path;
       await expect(loadTrainingImage(path, { width: 64, height: 64 })).rejects.toThrow(path);
     }

@@ -26,7 +26,10 @@ describe('ThumbnailCache', () => {
     const dataset = await Dataset.open(fixture, { resolution: 64, step: 16 });
     const cache = new ThumbnailCache(cacheDir, { size: 32, concurrency: 2 });
     const seen: string[] = [];
-    const results = await cache.generateAll(dataset.items.map((item) => item.path), (result) => seen.push(result.file));
+    const results = await cache.generateAll(
+      dataset.items.map((item) => item.path),
+      (result) => seen.push(result.file),
+    );
     expect(seen.sort()).toEqual(dataset.items.map((item) => item.path).sort());
 
     for (const [i, item] of dataset.items.entries()) {
@@ -49,7 +52,9 @@ describe('ThumbnailCache', () => {
 
     const path = await cache.path(dataset.item('red-square.png').path);
     const before = statSync(path).mtimeMs;
-    expect(await new ThumbnailCache(cacheDir, { size: 32 }).path(dataset.item('red-square.png').path)).toBe(path);
+    expect(await new ThumbnailCache(cacheDir, { size: 32 }).path(dataset.item('red-square.png').path)).toBe(
+      path,
+    );
     expect(statSync(path).mtimeMs).toBe(before);
   });
 
@@ -59,7 +64,10 @@ describe('ThumbnailCache', () => {
     cpSync(join(fixture, 'transparent.png'), join(dir, 'a.png'));
     cpSync(join(fixture, 'transparent.png'), join(dir, 'renamed.png'));
     const jpeg = new ThumbnailCache(cacheDir, { size: 16, format: 'jpeg' });
-    const [a, renamed] = await Promise.all([jpeg.path(join(dir, 'a.png')), jpeg.path(join(dir, 'renamed.png'))]);
+    const [a, renamed] = await Promise.all([
+      jpeg.path(join(dir, 'a.png')),
+      jpeg.path(join(dir, 'renamed.png')),
+    ]);
     expect(renamed).toBe(a);
     expect(a.endsWith('-16.jpg')).toBe(true);
     const { data, info } = await sharp(a).raw().toBuffer({ resolveWithObject: true });
@@ -67,6 +75,8 @@ describe('ThumbnailCache', () => {
     expect(Math.min(data[0], data[1], data[2])).toBeGreaterThan(240); // transparent corner -> white
     const bigger = await new ThumbnailCache(cacheDir, { size: 24, format: 'jpeg' }).bytes(join(dir, 'a.png'));
     expect((await sharp(bigger).metadata()).width).toBe(24);
-    expect(readdirSync(cacheDir).sort()).toEqual([basename(a), basename(a).replace('-16.jpg', '-24.jpg')].sort());
+    expect(readdirSync(cacheDir).sort()).toEqual(
+      [basename(a), basename(a).replace('-16.jpg', '-24.jpg')].sort(),
+    );
   });
 });

@@ -1,0 +1,212 @@
+// Training settings: one typed object that the CLI, the studio worker and the tests share, with
+// defaults sized for the embedded tiny model (64 px, a minute or two on a 2-core CPU) and a
+// validation that names the setting and the accepted range.
+//
+//   TrainSettings (all fields), TrainSettingsInput (what callers give: images + out, the rest optional)
+//   resolveTrainSettings(input): TrainSettings     defaults filled in, validated, paths absolute
+//   DEFAULT_TRAIN_SETTINGS
+//   settingsFingerprint(settings): string         what a checkpoint must match to be resumed
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { LoraTargetSet } from '../lora/targets';
+import type { ProviderName } from '../runtime/providers';
+import type { LrScheduleName } from './lr-schedule';
+
+export type LoraFileFormat = 'kohya' | 'diffusers';
+export type SavePrecision = 'fp16' | 'fp32';
+
+export interface TrainSettings {
+  /** Dataset folder (images, caption sidecars, kohya `N_name` repeat folders). */
+  images: string;
+  /** The LoRA file to write (.safetensors). */
+  out: string;
+  /** Model folder (diffusers layout) or single .safetensors file; undefined = the embedded tiny model. */
+  model: string | undefined;
+  /** Where the embedded model and downloads live. */
+  modelsDir: string;
+  /** Latent and text-embedding cache. */
+  cacheDir: string;
+  rank: number;
+  alpha: number;
+  targets: LoraTargetSet;
+  steps: number;
+  lr: number;
+  lrSchedule: LrScheduleName;
+  warmupSteps: number;
+  batch: number;
+  gradAccum: number;
+  /** Global gradient-norm clipping; 0 = off. */
+  maxGradNorm: number;
+  weightDecay: number;
+  resolution: number;
+  /** Bucket side granularity (64 for SD; the tiny model at 64 px has the one 64x64 bucket). */
+  bucketStep: number;
+  /** min-SNR-gamma weighting; 0 = off. */
+  minSnrGamma: number;
+  noiseOffset: number;
+  seed: number;
+  /** Checkpoint every N optimizer steps; 0 = only at the end or on stop. */
+  saveEvery: number;
+  /** Checkpoint to continue from. */
+  resume: string | undefined;
+  /** Checkpoint path; default `<out without .safetensors>.checkpoint.safetensors`. */
+  checkpoint: string;
+  format: LoraFileFormat;
+  precision: SavePrecision;
+  /** Word put in front of every caption (and used when an image has no caption). */
+  trigger: string | undefined;
+  /** A1111 clip skip: 1 = last layer, 2 = penultimate (then the final LayerNorm). */
+  clipSkip: number;
+  device: ProviderName;
+  /** Event `progress` every N steps (the CLI's bar); 1 = every step. */
+  logEvery: number;
+  /** Title in the file's modelspec metadata; default the output file name. */
+  title: string | undefined;
+}
+
+export type TrainSettingsInput = Partial<TrainSettings> & Pick<TrainSettings, 'images' | 'out'>;
+
+/** $LORA_STUDIO_HOME or ~/.cache/lora-studio. */
+export function loraStudioHome(): string {
+  return process.env.LORA_STUDIO_HOME ? resolve(process.env.LORA_STUDIO_HOME) : join(homedir(), '.cache', 'lora-studio');
+}
+
+export const DEFAULT_TRAIN_SETTINGS = {
+  rank: 4,
+  alpha: 4,
+  targets: 'attention',
+  steps: 200,
+  lr: 1e-3,
+  lrSchedule: 'constant',
+  warmupSteps: 0,
+  batch: 1,
+  gradAccum: 1,
+  maxGradNorm: 1,
+  weightDecay: 1e-2,
+  resolution: 64,
+  bucketStep: 64,
+  minSnrGamma: 0,
+  noiseOffset: 0,
+  seed: 42,
+  saveEvery: 0,
+  format: 'kohya',
+  precision: 'fp16',
+  clipSkip: 1,
+  device: 'cpu',
+  logEvery: 1,
+} as const satisfies Partial<TrainSettings>;
+
+const LR_SCHEDULES: readonly LrScheduleName[] = ['constant', 'constant_with_warmup', 'cosine', 'linear'];
+const TARGET_SETS: readonly LoraTargetSet[] = ['attention', 'transformer', 'transformer+conv'];
+const DEVICES: readonly ProviderName[] = ['cpu', 'cuda', 'dml', 'webgpu'];
+
+export class TrainSettingsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainSettingsError';
+  }
+}
+
+function checkInteger(name: string, value: number, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new TrainSettingsError(`${name} must be a whole number from ${min}${max === Number.MAX_SAFE_INTEGER ? ' up' : ` to ${max}`}, got ${value}`);
+}
+
+function checkNumber(name: string, value: number, min: number, max: number, minExclusive = false): void {
+  if (!Number.isFinite(value) || (minExclusive ? value <= min : value < min) || value > max)
+    throw new TrainSettingsError(`${name} must be a number ${minExclusive ? 'above' : 'from'} ${min}${Number.isFinite(max) ? ` to ${max}` : ''}, got ${value}`);
+}
+
+function checkChoice<T extends string>(name: string, value: T, choices: readonly T[]): void {
+  if (!choices.includes(value)) throw new TrainSettingsError(`${name} must be one of ${choices.join(', ')}, got "${value}"`);
+}
+
+/** Defaults filled in and every value checked; paths made absolute. Throws TrainSettingsError. */
+export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
+  if (!input.images) throw new TrainSettingsError('images (the dataset folder) is required');
+  if (!input.out) throw new TrainSettingsError('out (the LoRA file to write) is required');
+  if (!input.out.toLowerCase().endsWith('.safetensors')) throw new TrainSettingsError(`out must end in .safetensors, got ${input.out}`);
+  const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as TrainSettingsInput;
+  const home = loraStudioHome();
+  const out = resolve(defined.out);
+  const s: TrainSettings = {
+    ...DEFAULT_TRAIN_SETTINGS,
+    model: undefined,
+    modelsDir: join(home, 'models'),
+    cacheDir: join(home, 'cache'),
+    resume: undefined,
+    trigger: undefined,
+    title: undefined,
+    checkpoint: `${out.slice(0, -'.safetensors'.length)}.checkpoint.safetensors`,
+    ...defined,
+    images: resolve(defined.images),
+    out,
+  };
+  s.modelsDir = resolve(s.modelsDir);
+  s.cacheDir = resolve(s.cacheDir);
+  s.checkpoint = resolve(s.checkpoint);
+  if (s.resume) s.resume = resolve(s.resume);
+  if (s.model && !/^https?:\/\//.test(s.model)) s.model = resolve(s.model);
+  if (s.checkpoint === s.out) throw new TrainSettingsError(`checkpoint and out must be different files, both are ${s.out}`);
+
+  checkInteger('rank', s.rank, 1, 1024);
+  checkNumber('alpha', s.alpha, 0, Infinity, true);
+  checkChoice('targets', s.targets, TARGET_SETS);
+  checkInteger('steps', s.steps, 1);
+  checkNumber('lr', s.lr, 0, 10, true);
+  checkChoice('lrSchedule', s.lrSchedule, LR_SCHEDULES);
+  checkInteger('warmupSteps', s.warmupSteps, 0, s.steps);
+  checkInteger('batch', s.batch, 1, 256);
+  checkInteger('gradAccum', s.gradAccum, 1, 1024);
+  checkNumber('maxGradNorm', s.maxGradNorm, 0, Infinity);
+  checkNumber('weightDecay', s.weightDecay, 0, 10);
+  checkInteger('resolution', s.resolution, 8, 8192);
+  checkInteger('bucketStep', s.bucketStep, 8, 1024);
+  if (s.resolution % 8 !== 0) throw new TrainSettingsError(`resolution must be a multiple of 8 (the VAE's downsampling), got ${s.resolution}`);
+  if (s.bucketStep % 8 !== 0) throw new TrainSettingsError(`bucketStep must be a multiple of 8, got ${s.bucketStep}`);
+  if (s.resolution < s.bucketStep) throw new TrainSettingsError(`resolution ${s.resolution} must be at least the bucket step ${s.bucketStep}`);
+  checkNumber('minSnrGamma', s.minSnrGamma, 0, 1000);
+  checkNumber('noiseOffset', s.noiseOffset, 0, 1);
+  checkInteger('seed', s.seed, 0);
+  checkInteger('saveEvery', s.saveEvery, 0);
+  checkChoice('format', s.format, ['kohya', 'diffusers']);
+  checkChoice('precision', s.precision, ['fp16', 'fp32']);
+  checkInteger('clipSkip', s.clipSkip, 1, 12);
+  checkChoice('device', s.device, DEVICES);
+  checkInteger('logEvery', s.logEvery, 1);
+  if (s.trigger !== undefined && s.trigger.trim() === '') s.trigger = undefined;
+  return s;
+}
+
+/**
+ * The settings a resumed run must share with the run that wrote the checkpoint for the loss
+ * trajectory to continue unchanged (not: steps to go, save cadence, output paths, device).
+ */
+export function trajectorySettings(s: TrainSettings): Record<string, unknown> {
+  return {
+    rank: s.rank,
+    alpha: s.alpha,
+    targets: s.targets,
+    lr: s.lr,
+    lrSchedule: s.lrSchedule,
+    warmupSteps: s.warmupSteps,
+    // decaying schedules depend on the total; constant ones may be extended on resume
+    steps: s.lrSchedule === 'cosine' || s.lrSchedule === 'linear' ? s.steps : null,
+    batch: s.batch,
+    gradAccum: s.gradAccum,
+    maxGradNorm: s.maxGradNorm,
+    weightDecay: s.weightDecay,
+    resolution: s.resolution,
+    bucketStep: s.bucketStep,
+    minSnrGamma: s.minSnrGamma,
+    noiseOffset: s.noiseOffset,
+    seed: s.seed,
+    trigger: s.trigger ?? null,
+    clipSkip: s.clipSkip,
+  };
+}
+
+export function settingsFingerprint(s: TrainSettings): string {
+  return createHash('sha256').update(JSON.stringify(trajectorySettings(s))).digest('hex').slice(0, 16);
+}
