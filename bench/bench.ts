@@ -8,7 +8,7 @@
 //                    [--resolution 512] [--rank 16] [--attention fused|composite] [--optimization all]
 //                    [--json FILE]
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -44,6 +44,9 @@ const { values: args } = parseArgs({
     optimization: { type: 'string', default: 'all' },
     precision: { type: 'string' },
     json: { type: 'string' },
+    'allow-cpu-fallback': { type: 'boolean', default: false },
+    'ort-log-level': { type: 'string', default: '3' },
+    profile: { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
 });
@@ -126,6 +129,27 @@ function randn(n: number, seed: number): Float32Array {
   return out;
 }
 
+/** Prints where the time went, by op type and by node, from onnxruntime's profile trace. */
+function summarizeProfile(dir: string, prefix: string, runs: number): void {
+  const file = readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.json')).sort().pop();
+  if (!file) return;
+  const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { cat: string; name: string; dur: number; args?: { op_name?: string; provider?: string } }[];
+  const byOp = new Map<string, number>();
+  const byNode = new Map<string, number>();
+  const providers = new Map<string, number>();
+  for (const e of events) {
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+    const opName = e.args?.op_name ?? '?';
+    byOp.set(opName, (byOp.get(opName) ?? 0) + e.dur);
+    byNode.set(e.name, (byNode.get(e.name) ?? 0) + e.dur);
+    const prov = e.args?.provider ?? '?';
+    providers.set(prov, (providers.get(prov) ?? 0) + 1);
+  }
+  const top = (m: Map<string, number>, n: number): [string, number][] => [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => [k, +(v / runs / 1000).toFixed(2)]);
+  const total = [...byOp.values()].reduce((a, b) => a + b, 0);
+  console.log(JSON.stringify({ profile: file, kernelMsPerStep: +(total / runs / 1000).toFixed(1), byOpMsPerStep: top(byOp, 25), topNodesMsPerStep: top(byNode, 25), nodeEventsByProvider: Object.fromEntries(providers) }));
+}
+
 async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const model = prepareModel();
   const latent = resolution / 8;
@@ -151,8 +175,10 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const session = await Session.create(modelPath, {
     provider: device,
     optimization: args.optimization as OptimizationLevel,
-    forbidCpuFallback: device !== 'cpu',
+    forbidCpuFallback: device !== 'cpu' && !args['allow-cpu-fallback'],
     cudnnConvAlgoSearch: 'EXHAUSTIVE',
+    logSeverityLevel: Number(args['ort-log-level']) as 0 | 1 | 2 | 3 | 4,
+    ...(args.profile ? { profilePrefix: join(cacheDir, `profile-b${batch}`) } : {}),
   });
   const sessionMs = performance.now() - t0 - buildMs - serializeMs;
 
@@ -166,22 +192,19 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     [step.inputs.encoderHiddenStates]: f32([batch, 77, model.contextDim], randn(batch * 77 * model.contextDim, 3)),
   };
   if (step.lossScaling) feeds[step.lossScaling.scale] = f32([], Float32Array.of(1024));
-  let stateBytes = 0;
-  for (const s of step.state) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    feeds[s.name] = f32(s.shape, s.name.includes('lora_down') ? randn(n, n).map((v) => v * 0.01) : new Float32Array(n));
-    feeds[s.m] = f32(s.shape, new Float32Array(n));
-    feeds[s.v] = f32(s.shape, new Float32Array(n));
-    stateBytes += 3 * n * 4;
-  }
+  const size = step.layout.size;
+  const params = new Float32Array(size);
+  for (const t of step.layout.tensors) if (t.name.includes('lora_down')) params.set(randn(t.size, t.offset).map((v) => v * 0.01), t.offset);
+  feeds[step.state.params] = f32([size], params);
+  feeds[step.state.m] = f32([size], new Float32Array(size));
+  feeds[step.state.v] = f32([size], new Float32Array(size));
+  const stateBytes = 3 * size * 4;
   const runStep = async (t: number): Promise<number> => {
     for (const [k, v] of Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-4, t))) feeds[k] = f32([], Float32Array.of(v));
     const r = await session.run(feeds);
-    for (const s of step.state) {
-      feeds[s.name] = r[s.newParam];
-      feeds[s.m] = r[s.newM];
-      feeds[s.v] = r[s.newV];
-    }
+    feeds[step.state.params] = r[step.state.newParams];
+    feeds[step.state.m] = r[step.state.newM];
+    feeds[step.state.v] = r[step.state.newV];
     return (r[step.outputs.loss].data as Float32Array)[0];
   };
   let loss = await runStep(1);
@@ -196,6 +219,10 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     times.push(performance.now() - s);
   }
   const peakGpuGiB = await poller.stop();
+  if (args.profile) {
+    session.endProfiling();
+    summarizeProfile(join(cacheDir), `profile-b${batch}`, steps + warmup + 1);
+  }
   await session.release();
   times.sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)] / 1000;

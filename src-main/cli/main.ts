@@ -3,10 +3,12 @@ import { pathToFileURL } from 'node:url';
 import { CliUsageError, type CliCommand } from './command';
 import { infoCommand } from './info';
 import { serveCommand } from './serve';
+import { trainCommand } from './train';
 
 export const commands: Record<string, CliCommand> = {
   serve: serveCommand,
   info: infoCommand,
+  train: trainCommand,
 };
 
 function helpText(): string {

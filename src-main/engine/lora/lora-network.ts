@@ -40,10 +40,16 @@ export const downName = (key: string): string => `${key}.lora_down.weight`;
 export const upName = (key: string): string => `${key}.lora_up.weight`;
 export const alphaName = (key: string): string => `${key}.alpha`;
 
+/** Supplies a LoRA tensor by name (default: a float32 graph input of that name). */
+export type LoraTensorSource = (name: string, shape: number[]) => Value;
+
 export class LoraNetwork {
   readonly modules: LoraModule[] = [];
 
-  constructor(readonly spec: LoraSpec) {}
+  constructor(
+    readonly spec: LoraSpec,
+    private readonly source?: LoraTensorSource,
+  ) {}
 
   /**
    * The layer hook. `strength` multiplies every adapter: a number (1 when training) or a scalar
@@ -68,8 +74,9 @@ export class LoraNetwork {
     const kernel = call.weightShape.slice(2);
     const downShape = [rank, inF, ...kernel];
     const upShape = [outF, rank, ...kernel.map(() => 1)];
-    const down = g.input(downName(key), 'float32', downShape);
-    const up = g.input(upName(key), 'float32', upShape);
+    const tensor = this.source ?? ((name: string, shape: number[]) => g.input(name, 'float32', shape));
+    const down = tensor(downName(key), downShape);
+    const up = tensor(upName(key), upShape);
     this.modules.push({ key, module: call.module, kind: call.kind, rank, alpha, downShape, upShape, down, up });
 
     const scale = alpha / rank;
@@ -98,6 +105,25 @@ export class LoraNetwork {
   parameters(): Value[] {
     return this.modules.flatMap((m) => [m.down, m.up]);
   }
+}
+
+/** Where each LoRA tensor lives in one flat float32 vector (training keeps weights and moments flat). */
+export interface FlatLoraLayout {
+  tensors: { name: string; shape: number[]; offset: number; size: number }[];
+  size: number;
+}
+
+export function flatLayout(modules: readonly Pick<LoraModule, 'key' | 'downShape' | 'upShape'>[]): FlatLoraLayout {
+  const tensors: FlatLoraLayout['tensors'] = [];
+  let offset = 0;
+  for (const m of modules) {
+    for (const [name, shape] of [[downName(m.key), m.downShape], [upName(m.key), m.upShape]] as const) {
+      const size = shape.reduce((a, b) => a * b, 1);
+      tensors.push({ name, shape: [...shape], offset, size });
+      offset += size;
+    }
+  }
+  return { tensors, size: offset };
 }
 
 /**

@@ -28,8 +28,10 @@ export interface SessionOptions {
   forbidCpuFallback?: boolean;
   /** cuDNN convolution algorithm search: 'EXHAUSTIVE' (best, slow first run), 'HEURISTIC', 'DEFAULT'. */
   cudnnConvAlgoSearch?: 'EXHAUSTIVE' | 'HEURISTIC' | 'DEFAULT';
-  /** Where a float16 model file's logs would go; 3 = errors only. */
+  /** onnxruntime's log level; 3 = errors only. */
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+  /** Per-node profiling to a JSON trace whose name starts with this prefix (see Session.endProfiling). */
+  profilePrefix?: string;
 }
 
 /** A model either as a file (external data resolved beside it) or as bytes plus the files it references. */
@@ -75,6 +77,7 @@ function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
     executionProviders: executionProviders(opts),
     graphOptimizationLevel: opts.optimization ?? 'all',
     logSeverityLevel: opts.logSeverityLevel ?? 3,
+    ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
     ...(opts.forbidCpuFallback ? { extra: { session: { disable_cpu_ep_fallback: '1' } } } : {}),
   };
 }
@@ -130,6 +133,11 @@ export class Session {
     const out: Record<string, HostTensor> = {};
     for (const [name, t] of Object.entries(result)) out[name] = fromOrtTensor(t);
     return out;
+  }
+
+  /** Stops profiling; onnxruntime writes the trace file (its name starts with profilePrefix). */
+  endProfiling(): void {
+    this.inner.endProfiling();
   }
 
   async release(): Promise<void> {

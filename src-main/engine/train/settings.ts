@@ -76,7 +76,7 @@ export const DEFAULT_TRAIN_SETTINGS = {
   rank: 4,
   alpha: 4,
   targets: 'attention',
-  steps: 200,
+  steps: 500,
   lr: 1e-3,
   lrSchedule: 'constant',
   warmupSteps: 0,

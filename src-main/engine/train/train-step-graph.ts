@@ -5,7 +5,7 @@
 import { gradients } from '../autodiff/gradients';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
-import { LoraNetwork, type LoraSpec } from '../lora/lora-network';
+import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec } from '../lora/lora-network';
 import { Params, type BuildOptions, type WeightLocator } from '../nn/params';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../models/unet-2d-condition';
 import { adamwStepInputs, adamwUpdate, type AdamWConfig } from './adamw';
@@ -38,8 +38,13 @@ export interface TrainStepGraph {
   network: LoraNetwork;
   /** Graph input names of the batch. */
   inputs: { latents: string; noise: string; timesteps: string; encoderHiddenStates: string };
-  /** For each trainable tensor name: the names of its moment inputs and of the three updated outputs. */
-  state: { name: string; shape: number[]; m: string; v: string; newParam: string; newM: string; newV: string }[];
+  /**
+   * The LoRA weights and the AdamW moments are three flat float32 vectors laid out by `layout`, so
+   * the optimizer is a handful of kernels over one buffer rather than a dozen per LoRA tensor, and a
+   * step feeds and reads three tensors instead of hundreds.
+   */
+  layout: FlatLoraLayout;
+  state: { params: string; m: string; v: string; newParams: string; newM: string; newV: string };
   outputs: { loss: string; gradNorm: string };
   /**
    * float16 graphs only: the loss-scale input (gradients are computed for loss * scale so small
@@ -50,13 +55,25 @@ export interface TrainStepGraph {
   lossScaling?: { scale: string; finite: string };
 }
 
-/** The scalar grad-norm, and the gradients scaled by min(1, maxNorm / (norm + 1e-6)) when clipping. */
-function clipByGlobalNorm(grads: Value[], maxNorm: number | undefined): { grads: Value[]; norm: Value } {
-  const squares = grads.map((gr) => op.sumAll(op.mul(gr, gr))); // each []
-  const norm = op.sqrt(squares.reduce((a, b) => op.add(a, b))); // []
-  if (maxNorm === undefined) return { grads, norm };
+/** The scalar grad-norm, and the gradient scaled by min(1, maxNorm / (norm + 1e-6)) when clipping. */
+function clipByGlobalNorm(grad: Value, maxNorm: number | undefined): { grad: Value; norm: Value } {
+  const norm = op.sqrt(op.sumAll(op.mul(grad, grad))); // []
+  if (maxNorm === undefined) return { grad, norm };
   const coef = op.min(op.div(op.scalarLike(norm, maxNorm), op.add(norm, 1e-6)), 1); // []
-  return { grads: grads.map((gr) => op.mul(gr, coef)), norm };
+  return { grad: op.mul(grad, coef), norm };
+}
+
+/** Which LoRA modules the UNet gets, found by building its forward once in a scratch graph. */
+function discoverLoraLayout(spec: TrainStepSpec, shapes: { sample: number[]; context: number[] }): FlatLoraLayout {
+  const g = new Graph('lora_discovery');
+  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' });
+  const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
+  buildUNet2DCondition(params, spec.unetConfig, {
+    sample: g.input('sample', spec.build.dtype, shapes.sample),
+    timestep: g.input('timestep', spec.build.dtype, [shapes.sample[0]]),
+    encoderHiddenStates: g.input('context', spec.build.dtype, shapes.context),
+  });
+  return flatLayout(network.modules);
 }
 
 export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
@@ -68,38 +85,46 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const timesteps = g.input('timesteps', 'int64', [batch]); // [B]
   const context = g.input('encoder_hidden_states', 'float32', [batch, tokens, contextDim]); // [B, 77, C]
 
-  const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, x0, noise, timesteps, spec.loss);
+  const layout = discoverLoraLayout(spec, { sample: [...x0.shape], context: [...context.shape] });
+  const flatParams = g.input('lora.params', 'float32', [layout.size]); // [P]
+  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
+  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, (name, shape) => {
+    const t = byName.get(name);
+    if (!t || t.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
+    return op.reshape(op.slice(flatParams, [t.offset], [t.offset + t.size], [0]), shape); // a view of [P]
+  });
 
-  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' });
+  const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, x0, noise, timesteps, spec.loss);
   const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
   const dtype = spec.build.dtype;
-  const prediction = buildUNet2DCondition(params, spec.unetConfig, {
+  const call = {
     sample: op.cast(noisy, dtype), // [B, 4, h, w]
     timestep: op.cast(timesteps, dtype), // [B]
     encoderHiddenStates: op.cast(context, dtype), // [B, 77, C]
-  }); // [B, 4, h, w]
+  };
+  const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
   const loss = weightedMse(prediction, target, weight); // []
 
-  const trainable = network.parameters();
   const scaled = dtype === 'float16';
   const lossScale = scaled ? g.input('loss_scale', 'float32', []) : undefined;
-  const rawGrads = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable).map((gr) => op.cast(gr, 'float32'));
-  const unscaled = lossScale ? rawGrads.map((gr) => op.div(gr, lossScale)) : rawGrads; // each like its parameter
-  const { grads, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
+  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, network.parameters());
+  const flatGrad = op.concat(perTensor.map((gr) => op.reshape(op.cast(gr, 'float32'), [-1])), 0); // [P], layout order
+  const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
+  const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
   const finite = scaled ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
   const keepIfOverflow = (next: Value, previous: Value): Value => (finite ? op.where(finite, next, previous) : next);
 
-  const step = adamwStepInputs(g);
-  const state: TrainStepGraph['state'] = [];
-  trainable.forEach((param, i) => {
-    const m = g.input(`${param.name}.m`, 'float32', param.shape);
-    const v = g.input(`${param.name}.v`, 'float32', param.shape);
-    const updated = adamwUpdate(spec.adamw, step, param, grads[i], m, v);
-    const newParam = g.output(keepIfOverflow(updated.param, param), `${param.name}.new`).name;
-    const newM = g.output(keepIfOverflow(updated.m, m), `${param.name}.m.new`).name;
-    const newV = g.output(keepIfOverflow(updated.v, v), `${param.name}.v.new`).name;
-    state.push({ name: param.name, shape: [...param.shape], m: m.name, v: v.name, newParam, newM, newV });
-  });
+  const m = g.input('adamw.m', 'float32', [layout.size]); // [P]
+  const v = g.input('adamw.v', 'float32', [layout.size]); // [P]
+  const updated = adamwUpdate(spec.adamw, adamwStepInputs(g), flatParams, grad, m, v);
+  const state = {
+    params: flatParams.name,
+    m: m.name,
+    v: v.name,
+    newParams: g.output(keepIfOverflow(updated.param, flatParams), 'lora.params.new').name,
+    newM: g.output(keepIfOverflow(updated.m, m), 'adamw.m.new').name,
+    newV: g.output(keepIfOverflow(updated.v, v), 'adamw.v.new').name,
+  };
   g.output(loss, 'loss');
   g.output(norm, 'grad_norm');
   if (finite) g.output(finite, 'grads_finite');
@@ -107,6 +132,7 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
     graph: g,
     network,
     inputs: { latents: x0.name, noise: noise.name, timesteps: timesteps.name, encoderHiddenStates: context.name },
+    layout,
     state,
     outputs: { loss: 'loss', gradNorm: 'grad_norm' },
     ...(lossScale ? { lossScaling: { scale: lossScale.name, finite: 'grads_finite' } } : {}),

@@ -43,13 +43,11 @@ describe('training trajectory (golden train.*)', () => {
       });
       const session = await Session.create(serializeModel(step.graph));
 
-      const state = new Map<string, Float32Array>();
-      for (const s of step.state) {
-        const isDown = s.name.includes('lora_down');
-        state.set(s.name, isDown ? Float32Array.from(lora.get(s.name)!.data as Float32Array) : new Float32Array(s.shape.reduce((a, b) => a * b, 1)));
-        state.set(s.m, new Float32Array(s.shape.reduce((a, b) => a * b, 1)));
-        state.set(s.v, new Float32Array(s.shape.reduce((a, b) => a * b, 1)));
-      }
+      // Flat state: down = the golden lora_down tensors, up = zeros; moments zero.
+      let params: Float32Array = new Float32Array(step.layout.size);
+      let m: Float32Array = new Float32Array(step.layout.size);
+      let v: Float32Array = new Float32Array(step.layout.size);
+      for (const t of step.layout.tensors) if (t.name.includes('lora_down')) params.set(lora.get(t.name)!.data as Float32Array, t.offset);
       const noiseAll = cases.get('train.noise')!.data as Float32Array;
       const offsetAll = cases.get('train.offset_noise')!.data as Float32Array;
       const timestepsAll = cases.get('train.timesteps')!.data as BigInt64Array;
@@ -67,18 +65,14 @@ describe('training trajectory (golden train.*)', () => {
           [step.inputs.encoderHiddenStates]: f32(ehs.shape, ehs.data as Float32Array),
         };
         for (const [k, v] of Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-3, s + 1))) feeds[k] = f32([], Float32Array.of(v));
-        for (const st of step.state) {
-          feeds[st.name] = f32(st.shape, state.get(st.name)!);
-          feeds[st.m] = f32(st.shape, state.get(st.m)!);
-          feeds[st.v] = f32(st.shape, state.get(st.v)!);
-        }
+        feeds[step.state.params] = f32([step.layout.size], params);
+        feeds[step.state.m] = f32([step.layout.size], m);
+        feeds[step.state.v] = f32([step.layout.size], v);
         const r = await session.run(feeds);
         losses.push((r.loss.data as Float32Array)[0]);
-        for (const st of step.state) {
-          state.set(st.name, r[st.newParam].data as Float32Array);
-          state.set(st.m, r[st.newM].data as Float32Array);
-          state.set(st.v, r[st.newV].data as Float32Array);
-        }
+        params = r[step.state.newParams].data as Float32Array;
+        m = r[step.state.newM].data as Float32Array;
+        v = r[step.state.newV].data as Float32Array;
       }
       if (process.env.GOLDEN_VERBOSE) console.log(variant.name, losses, Array.from(expectedLosses));
       // The reference is float32 too. Gradients that pass through this tiny UNet's 1x1-pixel
@@ -91,9 +85,9 @@ describe('training trajectory (golden train.*)', () => {
       const relError = (filter: (name: string) => boolean): number => {
         let num = 0;
         let den = 0;
-        for (const st of step.state.filter((x) => filter(x.name))) {
-          const ours = state.get(st.name)!;
-          const ref = finalLora.get(st.name)!.data as Float32Array;
+        for (const t of step.layout.tensors.filter((x) => filter(x.name))) {
+          const ours = params.subarray(t.offset, t.offset + t.size);
+          const ref = finalLora.get(t.name)!.data as Float32Array;
           for (let i = 0; i < ref.length; i++) {
             num += (ours[i] - ref[i]) ** 2;
             den += ref[i] ** 2;

@@ -1,0 +1,514 @@
+// The LoRA training run, end to end: open the model and the dataset, cache latents and text
+// embeddings, build one training-step graph per shape bucket, loop (sample noise and timesteps
+// from the seeded Rng, run the step, keep the LoRA and AdamW state on the host), checkpoint, and
+// write the LoRA file. The CLI, the studio worker and the tests all drive this one class.
+//
+//   const trainer = new Trainer(resolveTrainSettings({ images, out, ... }), { onPreview?, previewEvery? })
+//   trainer.events.on('step', (e) => ...)        see events.ts
+//   const result = await trainer.run()           resolves after the LoRA is written (or rejects)
+//   trainer.stop()                               finish the current step, checkpoint, write, resolve
+//
+// Reproducibility: every random number comes from sample/rng.ts. The LoRA init and then the
+// per-step draws (per sample, in order: timestep, latent sample, noise, noise offset) use one Rng
+// whose state goes into each checkpoint; the image order of epoch e comes from its own Rng seeded
+// from (seed, e), so a resumed run sees the same batches. Same seed, same data: same losses.
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { bucketKey, Dataset, makeProblem, prependTrigger, tagFrequency, trainingCaption } from '../data';
+import type { Bucket, DatasetItem } from '../data';
+import { serializeModel } from '../graph/onnx-model';
+import { downloadFile } from '../io/download';
+import { openModelFolder, type OpenedModel } from '../io/model-folder';
+import { openSingleFile } from '../io/single-file';
+import { initLoraWeights, type LoraModule } from '../lora/lora-network';
+import { kohyaTrainingMetadata, loraModulesFromNetwork, writeLoraFile, type LoraModuleWeights } from '../lora/lora-file';
+import { unetTargets } from '../lora/targets';
+import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../models/embedded-tiny-model';
+import { chooseProvider, Session, type HostTensor } from '../runtime/session';
+import { NoiseSchedule } from '../sample/noise-schedule';
+import { Rng } from '../sample/rng';
+import { buildGradientGraph, buildUpdateGraph, type UpdateGraph } from './accumulation-graphs';
+import { adamwStepValues, DEFAULT_ADAMW, type AdamWConfig } from './adamw';
+import { checkResumable, loadCheckpoint, newCheckpointInfo, saveCheckpoint, type CheckpointState } from './checkpoint';
+import type { PredictionType } from './diffusion-loss';
+import { TrainEvents } from './events';
+import { componentIdentity, FeatureCache, type CachedLatents, type CachedText } from './feature-cache';
+import { learningRateAt } from './lr-schedule';
+import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
+import { buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
+
+export interface TrainerHooks {
+  /**
+   * Called every `previewEvery` steps with the current LoRA (the arrays are not reused by the
+   * trainer; do not modify them). Sampling previews is the caller's business; training waits for
+   * the returned promise.
+   */
+  onPreview?: (preview: { step: number; lora: LoraModuleWeights[] }) => void | Promise<void>;
+  previewEvery?: number;
+}
+
+export interface TrainResult {
+  out: string;
+  checkpoint: string;
+  /** Optimizer steps done in total (resumed steps included). */
+  step: number;
+  stopped: boolean;
+  /** Loss of every step this run did (not the resumed ones). */
+  losses: number[];
+  seconds: number;
+}
+
+export interface TrainingModel {
+  model: OpenedModel;
+  /** For messages and metadata: the path, or the embedded model's name. */
+  description: string;
+}
+
+/** The model a run trains on: the embedded tiny model, a diffusers folder, a .safetensors file, or a URL to one. */
+export async function openTrainingModel(settings: Pick<TrainSettings, 'model' | 'modelsDir'>): Promise<TrainingModel> {
+  if (settings.model === undefined) {
+    const dir = ensureEmbeddedModel(settings.modelsDir);
+    return { model: openModelFolder(dir), description: `embedded ${EMBEDDED_MODEL_NAME}` };
+  }
+  let path = settings.model;
+  if (/^https?:\/\//.test(path)) {
+    const name = basename(new URL(path).pathname) || 'model.safetensors';
+    const dest = join(settings.modelsDir, name);
+    if (!existsSync(dest)) {
+      mkdirSync(settings.modelsDir, { recursive: true });
+      await downloadFile(path, dest);
+    }
+    path = dest;
+  }
+  if (!existsSync(path)) throw new Error(`${path}: the model does not exist (give a diffusers model folder or a .safetensors checkpoint)`);
+  if (statSync(path).isDirectory()) return { model: openModelFolder(path), description: path };
+  const model = openSingleFile(path);
+  if (!model.tokenizerDir) throw new Error(`${path}: a single-file checkpoint has no CLIP tokenizer; use the model's diffusers folder instead`);
+  return { model, description: path };
+}
+
+/** Seed of epoch e's image order: a fixed function of the run seed. */
+function epochSeed(seed: number, epoch: number): number {
+  return Number((BigInt(seed) * 1_000_003n + BigInt(epoch) * 7_919n + 1n) % 2n ** 53n);
+}
+
+interface Sample {
+  item: DatasetItem;
+  latents: CachedLatents;
+  text: CachedText;
+}
+
+/** One bucket's graph, session and reusable feed buffers. */
+interface BucketRunner {
+  bucket: Bucket;
+  session: Session;
+  /** Fused step (no accumulation) or gradient graph (accumulation). */
+  fused: TrainStepGraph | undefined;
+  gradNames: Map<string, string> | undefined;
+  inputs: TrainStepGraph['inputs'];
+  feeds: Record<string, HostTensor>;
+  latents: Float32Array;
+  noise: Float32Array;
+  timesteps: BigInt64Array;
+  context: Float32Array;
+}
+
+const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
+
+export class Trainer {
+  readonly events = new TrainEvents();
+  private stopRequested = false;
+
+  constructor(
+    readonly settings: TrainSettings,
+    private readonly hooks: TrainerHooks = {},
+  ) {}
+
+  /** Ends the run after the current step, with a checkpoint and the LoRA written. */
+  stop(): void {
+    this.stopRequested = true;
+  }
+
+  async run(): Promise<TrainResult> {
+    try {
+      return await this.train();
+    } catch (error) {
+      this.events.emit('error', { message: error instanceof Error ? error.message : String(error) });
+      throw error;
+    }
+  }
+
+  private async train(): Promise<TrainResult> {
+    const s = this.settings;
+    const started = Date.now();
+    const startedAtSeconds = Math.floor(started / 1000);
+    const events = this.events;
+
+    // --- model
+    events.emit('phase', { phase: 'model', message: s.model ? `opening ${s.model}` : 'preparing the embedded tiny model' });
+    const { model, description } = await openTrainingModel(s);
+    if (model.kind === 'sdxl') throw new Error(`${description}: SDXL training is not supported yet (SD 1.x / 2.x only)`);
+    const prediction = model.schedulerConfig.prediction_type;
+    if (prediction !== 'epsilon' && prediction !== 'v_prediction')
+      throw new Error(`${description}: scheduler prediction_type "${prediction}" cannot be trained (epsilon or v_prediction)`);
+    const schedule = NoiseSchedule.fromConfig(model.schedulerConfig);
+    const timestepCount = schedule.alphasCumprod.length;
+    const scalingFactor = model.vae.config.scaling_factor;
+    const unetIdentity = componentIdentity(model.unet.weights, model.unet.config);
+    // cpu needs no probe (probing the others loads their libraries and logs their failures)
+    const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
+    if (note) events.emit('phase', { phase: 'model', message: note });
+
+    // A checkpoint from another model fails here, before any slow work.
+    const checkpoint = s.resume ? loadCheckpoint(s.resume) : undefined;
+    if (checkpoint && checkpoint.info.modelIdentity !== unetIdentity)
+      throw new Error(`${s.resume}: this checkpoint was trained on another model (${checkpoint.info.modelDescription}), not on ${description}`);
+
+    // --- dataset
+    events.emit('phase', { phase: 'dataset', message: `reading ${s.images}` });
+    const dataset = await Dataset.open(s.images, { resolution: s.resolution, step: s.bucketStep });
+    for (const skipped of dataset.skipped)
+      if (skipped.reason === 'not-an-image' || skipped.reason === 'unreadable-entry')
+        events.emit('problem', makeProblem('unreadable', skipped.relativePath, skipped.reason === 'not-an-image' ? 'is not an image file we read; skipped' : 'cannot be read; skipped'));
+    for (const item of dataset.items) for (const p of item.problems) if (p.severity !== 'info') events.emit('problem', p);
+    const items = dataset.trainingItems();
+    if (items.length === 0)
+      throw new Error(`${dataset.folder}: no trainable images (${dataset.items.length} image file(s), ${dataset.items.length - items.length} unreadable or too small, ${dataset.skipped.length} other file(s))`);
+    const captionOf = (item: DatasetItem): string => (s.trigger ? prependTrigger(trainingCaption(item), s.trigger) : trainingCaption(item));
+
+    // --- cache
+    events.emit('phase', { phase: 'cache', message: `latents and text embeddings in ${s.cacheDir}` });
+    const cache = new FeatureCache(s.cacheDir, model, { provider });
+    const samples: Sample[] = [];
+    try {
+      for (const item of items) {
+        const latents = await cache.latents(item.path, item.bucket!, item.crop!);
+        const text = await cache.text(captionOf(item), s.clipSkip);
+        samples.push({ item, latents, text });
+      }
+    } finally {
+      await cache.release();
+    }
+    events.emit('cache', { hits: cache.stats.hits, misses: cache.stats.misses, dir: s.cacheDir });
+
+    // --- batches: per bucket, the samples with repeats; epoch e shuffles them with its own Rng
+    const byBucket = new Map<string, number[]>();
+    samples.forEach((sample, index) => {
+      const key = bucketKey(sample.item.bucket!);
+      if (!byBucket.has(key)) byBucket.set(key, []);
+      for (let r = 0; r < sample.item.repeats; r++) byBucket.get(key)!.push(index);
+    });
+    const bucketKeys = [...byBucket.keys()].sort();
+    const batchesPerEpoch = bucketKeys.reduce((n, k) => n + Math.ceil(byBucket.get(k)!.length / s.batch), 0);
+    let planEpoch = -1;
+    let plan: number[][] = [];
+    const batchAt = (microBatch: number): { epoch: number; indices: number[] } => {
+      const epoch = Math.floor(microBatch / batchesPerEpoch);
+      if (epoch !== planEpoch) {
+        const rng = new Rng(epochSeed(s.seed, epoch));
+        plan = [];
+        for (const key of bucketKeys) {
+          const list = [...byBucket.get(key)!];
+          for (let i = list.length - 1; i > 0; i--) {
+            const j = rng.uniformInt(0, i + 1);
+            [list[i], list[j]] = [list[j], list[i]];
+          }
+          for (let i = 0; i < list.length; i += s.batch) {
+            const batch = list.slice(i, i + s.batch);
+            for (let k = 0; batch.length < s.batch; k++) batch.push(list[k % list.length]); // fill the last batch from the start
+            plan.push(batch);
+          }
+        }
+        if (bucketKeys.length > 1) {
+          for (let i = plan.length - 1; i > 0; i--) {
+            const j = rng.uniformInt(0, i + 1);
+            [plan[i], plan[j]] = [plan[j], plan[i]];
+          }
+        }
+        planEpoch = epoch;
+      }
+      return { epoch, indices: plan[microBatch % batchesPerEpoch] };
+    };
+
+    // --- graphs, one per bucket
+    events.emit('phase', { phase: 'graph', message: `building the training graph for ${bucketKeys.length} bucket(s)` });
+    const adamw: AdamWConfig = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay };
+    const accumulate = s.gradAccum > 1;
+    const [tokens, contextDim] = samples[0].text.shape;
+    const runners = new Map<string, BucketRunner>();
+    let modules: LoraModule[] = [];
+    let stateShapes = new Map<string, number[]>();
+    let update: { graph: UpdateGraph; session: Session } | undefined;
+    for (const key of bucketKeys) {
+      const first = samples[byBucket.get(key)![0]];
+      const [channels, latentHeight, latentWidth] = first.latents.shape;
+      const spec: TrainStepSpec = {
+        unetConfig: model.unet.config,
+        weights: model.unet.weights,
+        build: { dtype: 'float32' },
+        lora: { rank: s.rank, alpha: s.alpha, targets: unetTargets(s.targets) },
+        shape: { batch: s.batch, latentHeight, latentWidth, tokens, contextDim },
+        loss: { prediction: prediction as PredictionType, minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined },
+        alphasCumprod: schedule.alphasCumprod,
+        adamw,
+        maxGradNorm: s.maxGradNorm > 0 ? s.maxGradNorm : undefined,
+      };
+      const latentSize = s.batch * channels * latentHeight * latentWidth;
+      const buffers = {
+        latents: new Float32Array(latentSize),
+        noise: new Float32Array(latentSize),
+        timesteps: new BigInt64Array(s.batch),
+        context: new Float32Array(s.batch * tokens * contextDim),
+      };
+      const latentShape = [s.batch, channels, latentHeight, latentWidth];
+      let runner: BucketRunner;
+      if (!accumulate) {
+        const step = buildTrainStepGraph(spec);
+        modules = step.network.modules;
+        stateShapes = new Map(step.state.map((st) => [st.name, st.shape]));
+        const session = await Session.create(serializeModel(step.graph), { provider });
+        runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
+      } else {
+        const grad = buildGradientGraph(spec);
+        modules = grad.network.modules;
+        stateShapes = new Map(grad.params.map((p) => [p.name, p.shape]));
+        const session = await Session.create(serializeModel(grad.graph), { provider });
+        runner = { bucket: first.item.bucket!, session, fused: undefined, gradNames: new Map(grad.params.map((p) => [p.name, p.grad])), inputs: grad.inputs, feeds: {}, ...buffers };
+        if (!update) {
+          const graph = buildUpdateGraph(grad.params, adamw, spec.maxGradNorm);
+          update = { graph, session: await Session.create(serializeModel(graph.graph), { provider }) };
+        }
+      }
+      runner.feeds[runner.inputs.latents] = f32(latentShape, runner.latents);
+      runner.feeds[runner.inputs.noise] = f32(latentShape, runner.noise);
+      runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [s.batch], data: runner.timesteps };
+      runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
+      runners.set(key, runner);
+    }
+    if (modules.length === 0) throw new Error(`${description}: the "${s.targets}" targets match no layer of this UNet`);
+
+    // --- state: fresh, or from the checkpoint
+    const rng = new Rng(s.seed);
+    const params = new Map<string, Float32Array>();
+    const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
+    let startStep = 0;
+    let ema = { value: 0, weight: 0 };
+    let trainingStartedAt = startedAtSeconds;
+    if (s.resume && checkpoint) {
+      const expectedShapes = new Map<string, readonly number[]>();
+      for (const [name, shape] of stateShapes) for (const n of [name, `${name}.m`, `${name}.v`]) expectedShapes.set(n, shape);
+      checkResumable(s.resume, checkpoint, { modelIdentity: unetIdentity, modelDescription: description, expectedShapes });
+      for (const name of stateShapes.keys()) {
+        params.set(name, Float32Array.from(checkpoint.tensors.get(name)!.data));
+        moments.set(name, { m: Float32Array.from(checkpoint.tensors.get(`${name}.m`)!.data), v: Float32Array.from(checkpoint.tensors.get(`${name}.v`)!.data) });
+      }
+      rng.setState(checkpoint.info.rng);
+      startStep = checkpoint.info.step;
+      ema = { ...checkpoint.info.smoothedLoss };
+      trainingStartedAt = checkpoint.info.trainingStartedAt;
+      if (checkpoint.info.settingsFingerprint !== settingsFingerprint(s))
+        events.emit('phase', { phase: 'train', message: `${s.resume}: resuming with changed settings; the loss curve will differ from an uninterrupted run` });
+    } else {
+      for (const [name, data] of initLoraWeights(modules, () => rng.uniform())) params.set(name, data);
+      for (const [name, shape] of stateShapes) moments.set(name, { m: new Float32Array(numel(shape)), v: new Float32Array(numel(shape)) });
+    }
+
+    const writeCheckpoint = (step: number, reason: 'interval' | 'stop' | 'end'): void => {
+      const tensors: CheckpointState['tensors'] = new Map();
+      for (const [name, shape] of stateShapes) {
+        tensors.set(name, { shape, data: params.get(name)! });
+        tensors.set(`${name}.m`, { shape, data: moments.get(name)!.m });
+        tensors.set(`${name}.v`, { shape, data: moments.get(name)!.v });
+      }
+      const info = newCheckpointInfo({
+        step,
+        rng: rng.getState(),
+        modelIdentity: unetIdentity,
+        modelDescription: description,
+        lora: { rank: s.rank, alpha: s.alpha, targets: s.targets },
+        settingsFingerprint: settingsFingerprint(s),
+        settings: trajectorySettings(s),
+        smoothedLoss: ema,
+        trainingStartedAt,
+      });
+      mkdirSync(dirname(s.checkpoint), { recursive: true });
+      saveCheckpoint(s.checkpoint, { info, tensors });
+      events.emit('checkpoint', { step, path: s.checkpoint, reason });
+    };
+
+    // --- the loop
+    events.emit('start', {
+      totalSteps: s.steps,
+      startStep,
+      images: items.length,
+      samplesPerEpoch: samples.reduce((n, x) => n + x.item.repeats, 0),
+      buckets: bucketKeys,
+      provider,
+      resumedFrom: s.resume ?? null,
+    });
+    events.emit('phase', { phase: 'train', message: `training ${s.steps - startStep} step(s) on ${provider}` });
+    const losses: number[] = [];
+    const recent: number[] = [];
+    const schedule_ = { name: s.lrSchedule, lr: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps };
+    const gradSums = new Map<string, Float32Array>();
+    if (accumulate) for (const [name, shape] of stateShapes) gradSums.set(name, new Float32Array(numel(shape)));
+    const stepScalars = (lr: number, t: number): Record<string, HostTensor> =>
+      Object.fromEntries(Object.entries(adamwStepValues(adamw, lr, t)).map(([k, v]) => [k, f32([], Float32Array.of(v))]));
+
+    /** Fills the runner's buffers for one micro-batch; the Rng draws per sample: t, latent, noise, offset. */
+    const fillBatch = (runner: BucketRunner, indices: number[]): void => {
+      const perSample = runner.latents.length / s.batch;
+      const contextSize = tokens * contextDim;
+      indices.forEach((index, i) => {
+        const { latents, text } = samples[index];
+        runner.timesteps[i] = BigInt(rng.uniformInt(0, timestepCount));
+        const base = i * perSample;
+        for (let j = 0; j < perSample; j++) runner.latents[base + j] = (latents.mean[j] + latents.std[j] * rng.normalValue()) * scalingFactor;
+        for (let j = 0; j < perSample; j++) runner.noise[base + j] = rng.normalValue();
+        if (s.noiseOffset > 0) {
+          const [channels, h, w] = latents.shape;
+          for (let c = 0; c < channels; c++) {
+            const offset = s.noiseOffset * rng.normalValue(); // noise + offset * randn[B, C, 1, 1]
+            for (let j = 0; j < h * w; j++) runner.noise[base + c * h * w + j] += offset;
+          }
+        }
+        runner.context.set(text.hidden, i * contextSize);
+      });
+    };
+
+    let step = startStep;
+    let epoch = 0;
+    try {
+      while (step < s.steps && !this.stopRequested) {
+        const t0 = performance.now();
+        const lr = learningRateAt(schedule_, step);
+        const scalars = stepScalars(lr, step + 1);
+        let loss = 0;
+        let gradNorm = 0;
+        if (!accumulate) {
+          const batch = batchAt(step);
+          epoch = batch.epoch;
+          const runner = runners.get(bucketKey(samples[batch.indices[0]].item.bucket!))!;
+          fillBatch(runner, batch.indices);
+          const feeds: Record<string, HostTensor> = { ...runner.feeds, ...scalars };
+          for (const st of runner.fused!.state) {
+            feeds[st.name] = f32(st.shape, params.get(st.name)!);
+            feeds[st.m] = f32(st.shape, moments.get(st.name)!.m);
+            feeds[st.v] = f32(st.shape, moments.get(st.name)!.v);
+          }
+          const r = await runner.session.run(feeds);
+          for (const st of runner.fused!.state) {
+            params.set(st.name, r[st.newParam].data as Float32Array);
+            moments.set(st.name, { m: r[st.newM].data as Float32Array, v: r[st.newV].data as Float32Array });
+          }
+          loss = (r.loss.data as Float32Array)[0];
+          gradNorm = (r.grad_norm.data as Float32Array)[0];
+        } else {
+          for (const sum of gradSums.values()) sum.fill(0);
+          for (let a = 0; a < s.gradAccum; a++) {
+            const batch = batchAt(step * s.gradAccum + a);
+            epoch = batch.epoch;
+            const runner = runners.get(bucketKey(samples[batch.indices[0]].item.bucket!))!;
+            fillBatch(runner, batch.indices);
+            const feeds: Record<string, HostTensor> = { ...runner.feeds };
+            for (const [name, shape] of stateShapes) feeds[name] = f32(shape, params.get(name)!);
+            const r = await runner.session.run(feeds);
+            for (const [name, sum] of gradSums) {
+              const grad = r[runner.gradNames!.get(name)!].data as Float32Array;
+              for (let i = 0; i < sum.length; i++) sum[i] += grad[i];
+            }
+            loss += (r.loss.data as Float32Array)[0] / s.gradAccum;
+          }
+          const feeds: Record<string, HostTensor> = { ...scalars };
+          for (const st of update!.graph.state) {
+            const sum = gradSums.get(st.name)!;
+            for (let i = 0; i < sum.length; i++) sum[i] /= s.gradAccum; // the mean gradient, as one batch of accum x batch
+            feeds[st.name] = f32(st.shape, params.get(st.name)!);
+            feeds[st.grad] = f32(st.shape, sum);
+            feeds[st.m] = f32(st.shape, moments.get(st.name)!.m);
+            feeds[st.v] = f32(st.shape, moments.get(st.name)!.v);
+          }
+          const r = await update!.session.run(feeds);
+          for (const st of update!.graph.state) {
+            params.set(st.name, r[st.newParam].data as Float32Array);
+            moments.set(st.name, { m: r[st.newM].data as Float32Array, v: r[st.newV].data as Float32Array });
+          }
+          gradNorm = (r.grad_norm.data as Float32Array)[0];
+        }
+        if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step + 1}; lower the learning rate (--lr ${s.lr})`);
+        step++;
+        losses.push(loss);
+        ema = { value: 0.9 * ema.value + 0.1 * loss, weight: 0.9 * ema.weight + 0.1 };
+        recent.push(performance.now() - t0);
+        if (recent.length > 20) recent.shift();
+        const stepsPerSecond = 1000 / (recent.reduce((a, b) => a + b, 0) / recent.length);
+        if (step % s.logEvery === 0 || step === s.steps)
+          events.emit('step', {
+            step,
+            totalSteps: s.steps,
+            loss,
+            smoothedLoss: ema.value / ema.weight,
+            learningRate: lr,
+            gradNorm,
+            stepsPerSecond,
+            etaSeconds: (s.steps - step) / stepsPerSecond,
+            rssBytes: process.memoryUsage.rss(),
+            epoch,
+          });
+        if (s.saveEvery > 0 && step % s.saveEvery === 0 && step < s.steps) {
+          writeCheckpoint(step, 'interval');
+        }
+        const previewEvery = this.hooks.previewEvery ?? 0;
+        if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
+          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, params) });
+      }
+    } finally {
+      for (const runner of runners.values()) await runner.session.release();
+      if (update) await update.session.release();
+    }
+
+    // --- save
+    const stopped = step < s.steps;
+    events.emit('phase', { phase: 'save', message: `writing ${s.out}` });
+    writeCheckpoint(step, stopped ? 'stop' : 'end');
+    const finishedAt = Math.floor(Date.now() / 1000);
+    const folderName = basename(dataset.folder);
+    const tags: Record<string, number> = {};
+    for (const { tag, count } of tagFrequency(samples.map((x) => captionOf(x.item)))) tags[tag] = count;
+    const metadata = kohyaTrainingMetadata({
+      kind: model.kind,
+      prediction: prediction as PredictionType,
+      title: s.title ?? basename(s.out, '.safetensors'),
+      rank: s.rank,
+      alpha: s.alpha,
+      networkArgs: s.targets === 'transformer+conv' ? { conv_dim: String(s.rank), conv_alpha: String(s.alpha) } : {},
+      resolution: { width: s.resolution, height: s.resolution },
+      numTrainImages: samples.reduce((n, x) => n + x.item.repeats, 0),
+      tagFrequency: { [folderName]: tags },
+      steps: step,
+      maxSteps: s.steps,
+      epoch: epoch + 1,
+      seed: s.seed,
+      learningRate: s.lr,
+      lrScheduler: s.lrSchedule,
+      lrWarmupSteps: s.warmupSteps,
+      batchSize: s.batch,
+      gradientAccumulation: s.gradAccum,
+      maxGradNorm: s.maxGradNorm,
+      minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined,
+      noiseOffset: s.noiseOffset,
+      clipSkip: s.clipSkip,
+      baseModelName: description,
+      precision: s.precision,
+      trainingStartedAt,
+      trainingFinishedAt: finishedAt,
+      trigger: s.trigger,
+    });
+    mkdirSync(dirname(s.out), { recursive: true });
+    writeLoraFile(s.out, loraModulesFromNetwork(modules, params), { format: s.format, precision: s.precision, metadata });
+    const seconds = (Date.now() - started) / 1000;
+    events.emit('done', { step, totalSteps: s.steps, out: s.out, checkpoint: s.checkpoint, stopped, seconds, finalLoss: losses.at(-1) ?? null });
+    return { out: s.out, checkpoint: s.checkpoint, step, stopped, losses, seconds };
+  }
+}
