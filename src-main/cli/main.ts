@@ -1,7 +1,9 @@
 // `lora-studio <command> [options]`: one entry per command in the table below.
 import { pathToFileURL } from 'node:url';
 import { CliUsageError, type CliCommand } from './command';
+import { generateCommand } from './generate';
 import { infoCommand } from './info';
+import { mergeCommand } from './merge';
 import { serveCommand } from './serve';
 import { trainCommand } from './train';
 
@@ -9,6 +11,8 @@ export const commands: Record<string, CliCommand> = {
   serve: serveCommand,
   info: infoCommand,
   train: trainCommand,
+  generate: generateCommand,
+  merge: mergeCommand,
 };
 
 function helpText(): string {

@@ -4,10 +4,13 @@
 // differentiates (float16 forward -> float16 backward), except the norms, which recompute their
 // statistics in float32 as onnxruntime's forward does. Composite ops (silu, gelu, ...) have no entry:
 // their primitives do.
-import { isFloat, type DType } from '../graph/dtype';
+import { BYTES_PER_ELEMENT, isFloat, type DType } from '../graph/dtype';
 import type { Graph, Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { broadcastAxes, normAxis, numel, sameShape, type Shape } from '../graph/shape';
+
+/** Attention backward recomputes its [Lq, Lk] matrices in head groups of about `chunkBytes` each. */
+export const attentionBackward = { chunkBytes: 256 * 2 ** 20 };
 
 export interface GradContext {
   readonly graph: Graph;
@@ -450,16 +453,30 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const scale = floatAttr(node, 'scale', 1 / Math.sqrt(headDim));
     const qh = splitHeads(q, heads); // [B, H, Lq, D]
     const kh = splitHeads(k, heads); // [B, H, Lk, D]
-    const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
-    const probs = op.softmax(op.mul(op.matmul(qh, transposeLast2(kh)), scale), -1); // [B, H, Lq, Lk]
-    const dv = ctx.needs[2] ? mergeHeads(op.matmul(transposeLast2(probs), dOut)) : null; // [B, Lk, H*Dv]
-    if (!ctx.needs[0] && !ctx.needs[1]) return [null, null, dv];
     const vh = splitHeads(v, heads); // [B, H, Lk, Dv]
-    const dProbs = op.matmul(dOut, transposeLast2(vh)); // [B, H, Lq, Lk]
-    const dScores = op.mul(op.mul(probs, op.sub(dProbs, op.reduceSum(op.mul(dProbs, probs), [-1]))), scale); // [B, H, Lq, Lk], scale folded in
-    const dq = ctx.needs[0] ? mergeHeads(op.matmul(dScores, kh)) : null; // [B, Lq, H*D]
-    const dk = ctx.needs[1] ? mergeHeads(op.matmul(transposeLast2(dScores), qh)) : null; // [B, Lk, H*D]
-    return [dq, dk, dv];
+    const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
+    // The [Lq, Lk] matrices are recomputed here, a group of heads at a time, so at most about
+    // attentionBackward.chunkBytes of them are alive at once (onnxruntime runs the groups in order).
+    const [batch, , lq] = qh.shape;
+    const lk = kh.shape[2];
+    const matrixBytes = batch * lq * lk * BYTES_PER_ELEMENT[q.dtype];
+    const group = Math.max(1, Math.min(heads, Math.floor(attentionBackward.chunkBytes / matrixBytes)));
+    const dqs: Value[] = [];
+    const dks: Value[] = [];
+    const dvs: Value[] = [];
+    for (let h0 = 0; h0 < heads; h0 += group) {
+      const part = (x: Value): Value => (group === heads ? x : op.slice(x, [h0], [Math.min(heads, h0 + group)], [1])); // [B, h, L, D]
+      const [qc, kc, vc, dOutC] = [part(qh), part(kh), part(vh), part(dOut)];
+      const probs = op.softmax(op.mul(op.matmul(qc, transposeLast2(kc)), scale), -1); // [B, h, Lq, Lk]
+      if (ctx.needs[2]) dvs.push(op.matmul(transposeLast2(probs), dOutC)); // [B, h, Lk, Dv]
+      if (!ctx.needs[0] && !ctx.needs[1]) continue;
+      const dProbs = op.matmul(dOutC, transposeLast2(vc)); // [B, h, Lq, Lk]
+      const dScores = op.mul(op.mul(probs, op.sub(dProbs, op.reduceSum(op.mul(dProbs, probs), [-1]))), scale); // [B, h, Lq, Lk], scale folded in
+      if (ctx.needs[0]) dqs.push(op.matmul(dScores, kc)); // [B, h, Lq, D]
+      if (ctx.needs[1]) dks.push(op.matmul(transposeLast2(dScores), qc)); // [B, h, Lk, D]
+    }
+    const merged = (parts: Value[]): Value | null => (parts.length ? mergeHeads(op.concat(parts, 1)) : null); // [B, L, H*D]
+    return [merged(dqs), merged(dks), merged(dvs)];
   },
 
   // ------------------------------------------------ reductions

@@ -296,3 +296,22 @@ export function loraFileHash(path: string): string {
     closeSync(fd);
   }
 }
+
+/** The prefix -> component of kohya names (lora-file.ts and LoraNetwork use the prefix). */
+const COMPONENT_OF_PREFIX: Record<LoraPrefix, LoraComponent> = { lora_unet: 'unet', lora_te: 'textEncoder', lora_te1: 'textEncoder', lora_te2: 'textEncoder2' };
+
+/**
+ * Modules as lora-file.ts / the trainer hold them (kohya prefix + diffusers module name) in this
+ * file's form, for Generator slots: the trainer's previews pass its live weights through this.
+ * Text-encoder module names are put in canonical form ("text_model.…").
+ */
+export function fromKohyaModules(
+  modules: readonly { prefix: LoraPrefix; module: string; rank: number; alpha: number; down: Float32Array; downShape: readonly number[]; up: Float32Array; upShape: readonly number[] }[],
+): LoraModuleWeights[] {
+  return modules.map((m) => {
+    const component = COMPONENT_OF_PREFIX[m.prefix];
+    // "encoder.layers.0…" (no prefix) or "text_model..encoder…" (the embedded model's keys) -> "text_model.encoder…"
+    const module = component === 'unet' ? m.module : `text_model.${m.module.replace(/^text_model\.+/, '')}`;
+    return { component, module, kind: m.downShape.length === 4 ? 'conv' : 'linear', rank: m.rank, alpha: m.alpha, down: m.down, downShape: [...m.downShape], up: m.up, upShape: [...m.upShape] };
+  });
+}

@@ -1,10 +1,10 @@
 // Gradient accumulation as two graphs: the gradient graph runs once per micro-batch (loss and
-// d loss / d every LoRA tensor; the host sums the gradients), the update graph once per optimizer
-// step on their mean, with the same global-norm clipping and AdamW as the fused step graph in
+// d loss / d every LoRA tensor; the host sums the gradients into one flat vector), the update
+// graph once per optimizer step on their mean, with the same global-norm clipping and AdamW as the fused step graph in
 // train-step-graph.ts. Without accumulation the fused graph is used (one run per step).
 //
 //   buildGradientGraph(spec): GradientGraph        spec as for buildTrainStepGraph, minus adamw/clipping
-//   buildUpdateGraph(params, adamw, maxGradNorm): UpdateGraph
+//   buildUpdateGraph(size, adamw, maxGradNorm): UpdateGraph      flat [P] vectors, as the fused graph's state
 import { gradients } from '../autodiff/gradients';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
@@ -65,34 +65,31 @@ export function buildGradientGraph(spec: GradientGraphSpec): GradientGraph {
 
 export interface UpdateGraph {
   graph: Graph;
-  /** As TrainStepGraph.state, plus each tensor's gradient input. */
-  state: (TrainStepGraph['state'][number] & { grad: string })[];
+  /** Flat float32 vectors [P] in the layout of the fused step graph (flatLayout of the modules). */
+  state: { params: string; grad: string; m: string; v: string; newParams: string; newM: string; newV: string };
   outputs: { gradNorm: string };
 }
 
-/** Global-norm clipping (as clipByGlobalNorm in train-step-graph.ts) and AdamW on given float32 gradients. */
-export function buildUpdateGraph(params: readonly { name: string; shape: readonly number[] }[], adamw: AdamWConfig, maxGradNorm: number | undefined): UpdateGraph {
+/** Global-norm clipping (as in train-step-graph.ts) and AdamW on a given flat float32 gradient [P]. */
+export function buildUpdateGraph(size: number, adamw: AdamWConfig, maxGradNorm: number | undefined): UpdateGraph {
   const g = new Graph('train_update');
-  const values = params.map((p) => g.input(p.name, 'float32', [...p.shape])); // each [r, in] / [out, r] / conv shapes
-  const gradInputs = params.map((p) => g.input(`${p.name}.grad`, 'float32', [...p.shape])); // like the values
-  const squares = gradInputs.map((gr) => op.sumAll(op.mul(gr, gr))); // each []
-  const norm = op.sqrt(squares.reduce((a, b) => op.add(a, b))); // []
-  let grads: Value[] = gradInputs;
-  if (maxGradNorm !== undefined) {
-    const coef = op.min(op.div(op.scalarLike(norm, maxGradNorm), op.add(norm, 1e-6)), 1); // []
-    grads = gradInputs.map((gr) => op.mul(gr, coef));
-  }
-  const step = adamwStepInputs(g);
-  const state: UpdateGraph['state'] = [];
-  values.forEach((param, i) => {
-    const m = g.input(`${param.name}.m`, 'float32', param.shape);
-    const v = g.input(`${param.name}.v`, 'float32', param.shape);
-    const updated = adamwUpdate(adamw, step, param, grads[i], m, v);
-    const newParam = g.output(updated.param, `${param.name}.new`).name;
-    const newM = g.output(updated.m, `${param.name}.m.new`).name;
-    const newV = g.output(updated.v, `${param.name}.v.new`).name;
-    state.push({ name: param.name, shape: [...param.shape], m: m.name, v: v.name, newParam, newM, newV, grad: gradInputs[i].name });
-  });
+  const params = g.input('lora.params', 'float32', [size]); // [P]
+  const rawGrad = g.input('lora.grad', 'float32', [size]); // [P]
+  const m = g.input('adamw.m', 'float32', [size]); // [P]
+  const v = g.input('adamw.v', 'float32', [size]); // [P]
+  const norm = op.sqrt(op.sumAll(op.mul(rawGrad, rawGrad))); // []
+  let grad: Value = rawGrad;
+  if (maxGradNorm !== undefined) grad = op.mul(rawGrad, op.min(op.div(op.scalarLike(norm, maxGradNorm), op.add(norm, 1e-6)), 1)); // [P]
+  const updated = adamwUpdate(adamw, adamwStepInputs(g), params, grad, m, v);
+  const state = {
+    params: params.name,
+    grad: rawGrad.name,
+    m: m.name,
+    v: v.name,
+    newParams: g.output(updated.param, 'lora.params.new').name,
+    newM: g.output(updated.m, 'adamw.m.new').name,
+    newV: g.output(updated.v, 'adamw.v.new').name,
+  };
   g.output(norm, 'grad_norm');
   return { graph: g, state, outputs: { gradNorm: 'grad_norm' } };
 }

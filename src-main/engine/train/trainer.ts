@@ -20,7 +20,7 @@ import { serializeModel } from '../graph/onnx-model';
 import { downloadFile } from '../io/download';
 import { openModelFolder, type OpenedModel } from '../io/model-folder';
 import { openSingleFile } from '../io/single-file';
-import { initLoraWeights, type LoraModule } from '../lora/lora-network';
+import { flatLayout, initLoraWeights, type FlatLoraLayout, type LoraModule } from '../lora/lora-network';
 import { kohyaTrainingMetadata, loraModulesFromNetwork, writeLoraFile, type LoraModuleWeights } from '../lora/lora-file';
 import { unetTargets } from '../lora/targets';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../models/embedded-tiny-model';
@@ -113,7 +113,6 @@ interface BucketRunner {
   context: Float32Array;
 }
 
-const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
 
 export class Trainer {
@@ -238,7 +237,7 @@ export class Trainer {
     const [tokens, contextDim] = samples[0].text.shape;
     const runners = new Map<string, BucketRunner>();
     let modules: LoraModule[] = [];
-    let stateShapes = new Map<string, number[]>();
+    let layout: FlatLoraLayout = { tensors: [], size: 0 };
     let update: { graph: UpdateGraph; session: Session } | undefined;
     for (const key of bucketKeys) {
       const first = samples[byBucket.get(key)![0]];
@@ -266,17 +265,17 @@ export class Trainer {
       if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
-        stateShapes = new Map(step.state.map((st) => [st.name, st.shape]));
+        layout = step.layout;
         const session = await Session.create(serializeModel(step.graph), { provider });
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else {
         const grad = buildGradientGraph(spec);
         modules = grad.network.modules;
-        stateShapes = new Map(grad.params.map((p) => [p.name, p.shape]));
+        layout = flatLayout(modules);
         const session = await Session.create(serializeModel(grad.graph), { provider });
         runner = { bucket: first.item.bucket!, session, fused: undefined, gradNames: new Map(grad.params.map((p) => [p.name, p.grad])), inputs: grad.inputs, feeds: {}, ...buffers };
         if (!update) {
-          const graph = buildUpdateGraph(grad.params, adamw, spec.maxGradNorm);
+          const graph = buildUpdateGraph(layout.size, adamw, spec.maxGradNorm);
           update = { graph, session: await Session.create(serializeModel(graph.graph), { provider }) };
         }
       }
@@ -288,20 +287,25 @@ export class Trainer {
     }
     if (modules.length === 0) throw new Error(`${description}: the "${s.targets}" targets match no layer of this UNet`);
 
-    // --- state: fresh, or from the checkpoint
+    // --- state: the LoRA tensors and AdamW moments as flat [P] vectors in `layout` order
     const rng = new Rng(s.seed);
-    const params = new Map<string, Float32Array>();
-    const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
+    let params: Float32Array = new Float32Array(layout.size); // [P]
+    let moment1: Float32Array = new Float32Array(layout.size); // [P]
+    let moment2: Float32Array = new Float32Array(layout.size); // [P]
+    const view = (flat: Float32Array, t: FlatLoraLayout['tensors'][number]): Float32Array => flat.subarray(t.offset, t.offset + t.size);
+    /** The LoRA tensors by kohya name (copies: the flat buffers are replaced every step). */
+    const loraTensors = (): Map<string, Float32Array> => new Map(layout.tensors.map((t) => [t.name, view(params, t).slice()]));
     let startStep = 0;
     let ema = { value: 0, weight: 0 };
     let trainingStartedAt = startedAtSeconds;
     if (s.resume && checkpoint) {
       const expectedShapes = new Map<string, readonly number[]>();
-      for (const [name, shape] of stateShapes) for (const n of [name, `${name}.m`, `${name}.v`]) expectedShapes.set(n, shape);
+      for (const t of layout.tensors) for (const n of [t.name, `${t.name}.m`, `${t.name}.v`]) expectedShapes.set(n, t.shape);
       checkResumable(s.resume, checkpoint, { modelIdentity: unetIdentity, modelDescription: description, expectedShapes });
-      for (const name of stateShapes.keys()) {
-        params.set(name, Float32Array.from(checkpoint.tensors.get(name)!.data));
-        moments.set(name, { m: Float32Array.from(checkpoint.tensors.get(`${name}.m`)!.data), v: Float32Array.from(checkpoint.tensors.get(`${name}.v`)!.data) });
+      for (const t of layout.tensors) {
+        params.set(checkpoint.tensors.get(t.name)!.data, t.offset);
+        moment1.set(checkpoint.tensors.get(`${t.name}.m`)!.data, t.offset);
+        moment2.set(checkpoint.tensors.get(`${t.name}.v`)!.data, t.offset);
       }
       rng.setState(checkpoint.info.rng);
       startStep = checkpoint.info.step;
@@ -310,16 +314,17 @@ export class Trainer {
       if (checkpoint.info.settingsFingerprint !== settingsFingerprint(s))
         events.emit('phase', { phase: 'train', message: `${s.resume}: resuming with changed settings; the loss curve will differ from an uninterrupted run` });
     } else {
-      for (const [name, data] of initLoraWeights(modules, () => rng.uniform())) params.set(name, data);
-      for (const [name, shape] of stateShapes) moments.set(name, { m: new Float32Array(numel(shape)), v: new Float32Array(numel(shape)) });
+      const init = initLoraWeights(modules, () => rng.uniform());
+      for (const t of layout.tensors) params.set(init.get(t.name)!, t.offset);
     }
 
+    // Checkpoints keep one tensor per LoRA weight (kohya names), independent of the flat layout.
     const writeCheckpoint = (step: number, reason: 'interval' | 'stop' | 'end'): void => {
       const tensors: CheckpointState['tensors'] = new Map();
-      for (const [name, shape] of stateShapes) {
-        tensors.set(name, { shape, data: params.get(name)! });
-        tensors.set(`${name}.m`, { shape, data: moments.get(name)!.m });
-        tensors.set(`${name}.v`, { shape, data: moments.get(name)!.v });
+      for (const t of layout.tensors) {
+        tensors.set(t.name, { shape: t.shape, data: view(params, t) });
+        tensors.set(`${t.name}.m`, { shape: t.shape, data: view(moment1, t) });
+        tensors.set(`${t.name}.v`, { shape: t.shape, data: view(moment2, t) });
       }
       const info = newCheckpointInfo({
         step,
@@ -351,8 +356,7 @@ export class Trainer {
     const losses: number[] = [];
     const recent: number[] = [];
     const schedule_ = { name: s.lrSchedule, lr: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps };
-    const gradSums = new Map<string, Float32Array>();
-    if (accumulate) for (const [name, shape] of stateShapes) gradSums.set(name, new Float32Array(numel(shape)));
+    const gradSum = new Float32Array(accumulate ? layout.size : 0); // [P]
     const stepScalars = (lr: number, t: number): Record<string, HostTensor> =>
       Object.fromEntries(Object.entries(adamwStepValues(adamw, lr, t)).map(([k, v]) => [k, f32([], Float32Array.of(v))]));
 
@@ -391,49 +395,44 @@ export class Trainer {
           epoch = batch.epoch;
           const runner = runners.get(bucketKey(samples[batch.indices[0]].item.bucket!))!;
           fillBatch(runner, batch.indices);
+          const st = runner.fused!.state;
           const feeds: Record<string, HostTensor> = { ...runner.feeds, ...scalars };
-          for (const st of runner.fused!.state) {
-            feeds[st.name] = f32(st.shape, params.get(st.name)!);
-            feeds[st.m] = f32(st.shape, moments.get(st.name)!.m);
-            feeds[st.v] = f32(st.shape, moments.get(st.name)!.v);
-          }
+          feeds[st.params] = f32([layout.size], params);
+          feeds[st.m] = f32([layout.size], moment1);
+          feeds[st.v] = f32([layout.size], moment2);
           const r = await runner.session.run(feeds);
-          for (const st of runner.fused!.state) {
-            params.set(st.name, r[st.newParam].data as Float32Array);
-            moments.set(st.name, { m: r[st.newM].data as Float32Array, v: r[st.newV].data as Float32Array });
-          }
+          params = r[st.newParams].data as Float32Array;
+          moment1 = r[st.newM].data as Float32Array;
+          moment2 = r[st.newV].data as Float32Array;
           loss = (r.loss.data as Float32Array)[0];
           gradNorm = (r.grad_norm.data as Float32Array)[0];
         } else {
-          for (const sum of gradSums.values()) sum.fill(0);
+          gradSum.fill(0);
           for (let a = 0; a < s.gradAccum; a++) {
             const batch = batchAt(step * s.gradAccum + a);
             epoch = batch.epoch;
             const runner = runners.get(bucketKey(samples[batch.indices[0]].item.bucket!))!;
             fillBatch(runner, batch.indices);
             const feeds: Record<string, HostTensor> = { ...runner.feeds };
-            for (const [name, shape] of stateShapes) feeds[name] = f32(shape, params.get(name)!);
+            for (const t of layout.tensors) feeds[t.name] = f32(t.shape, view(params, t));
             const r = await runner.session.run(feeds);
-            for (const [name, sum] of gradSums) {
-              const grad = r[runner.gradNames!.get(name)!].data as Float32Array;
-              for (let i = 0; i < sum.length; i++) sum[i] += grad[i];
+            for (const t of layout.tensors) {
+              const grad = r[runner.gradNames!.get(t.name)!].data as Float32Array; // like the tensor
+              for (let i = 0; i < t.size; i++) gradSum[t.offset + i] += grad[i];
             }
             loss += (r.loss.data as Float32Array)[0] / s.gradAccum;
           }
+          for (let i = 0; i < gradSum.length; i++) gradSum[i] /= s.gradAccum; // the mean gradient, as one batch of accum x batch
+          const st = update!.graph.state;
           const feeds: Record<string, HostTensor> = { ...scalars };
-          for (const st of update!.graph.state) {
-            const sum = gradSums.get(st.name)!;
-            for (let i = 0; i < sum.length; i++) sum[i] /= s.gradAccum; // the mean gradient, as one batch of accum x batch
-            feeds[st.name] = f32(st.shape, params.get(st.name)!);
-            feeds[st.grad] = f32(st.shape, sum);
-            feeds[st.m] = f32(st.shape, moments.get(st.name)!.m);
-            feeds[st.v] = f32(st.shape, moments.get(st.name)!.v);
-          }
+          feeds[st.params] = f32([layout.size], params);
+          feeds[st.grad] = f32([layout.size], gradSum);
+          feeds[st.m] = f32([layout.size], moment1);
+          feeds[st.v] = f32([layout.size], moment2);
           const r = await update!.session.run(feeds);
-          for (const st of update!.graph.state) {
-            params.set(st.name, r[st.newParam].data as Float32Array);
-            moments.set(st.name, { m: r[st.newM].data as Float32Array, v: r[st.newV].data as Float32Array });
-          }
+          params = r[st.newParams].data as Float32Array;
+          moment1 = r[st.newM].data as Float32Array;
+          moment2 = r[st.newV].data as Float32Array;
           gradNorm = (r.grad_norm.data as Float32Array)[0];
         }
         if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step + 1}; lower the learning rate (--lr ${s.lr})`);
@@ -461,7 +460,7 @@ export class Trainer {
         }
         const previewEvery = this.hooks.previewEvery ?? 0;
         if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
-          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, params) });
+          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()) });
       }
     } finally {
       for (const runner of runners.values()) await runner.session.release();
@@ -506,7 +505,7 @@ export class Trainer {
       trigger: s.trigger,
     });
     mkdirSync(dirname(s.out), { recursive: true });
-    writeLoraFile(s.out, loraModulesFromNetwork(modules, params), { format: s.format, precision: s.precision, metadata });
+    writeLoraFile(s.out, loraModulesFromNetwork(modules, loraTensors()), { format: s.format, precision: s.precision, metadata });
     const seconds = (Date.now() - started) / 1000;
     events.emit('done', { step, totalSteps: s.steps, out: s.out, checkpoint: s.checkpoint, stopped, seconds, finalLoss: losses.at(-1) ?? null });
     return { out: s.out, checkpoint: s.checkpoint, step, stopped, losses, seconds };

@@ -6,6 +6,7 @@
 // provider has no float64 Conv (small step, tolerances measured with margin).
 import { describe, expect, it } from 'vitest';
 import type { Value } from '../../../src-main/engine/graph/graph';
+import { attentionBackward } from '../../../src-main/engine/autodiff/rules';
 import * as op from '../../../src-main/engine/graph/ops';
 import { checkGradients, type FdInput } from './fd-harness';
 
@@ -80,6 +81,18 @@ describe('composite blocks against finite differences', () => {
     const result = await checkGradients({ dtype: 'float32', inputs: attentionInputs, build: attentionBlock(true) as never, coords: 12, step: 4e-3, rtol: 5e-3, atol: 5e-4 });
     expect(result.mismatches).toEqual([]);
     expect(result.checked).toBeGreaterThan(100);
+  });
+
+  it('attention block, fused MultiHeadAttention, backward recomputed one head group at a time, float32', async () => {
+    const saved = attentionBackward.chunkBytes;
+    attentionBackward.chunkBytes = 1; // every head in its own group
+    try {
+      const result = await checkGradients({ dtype: 'float32', inputs: attentionInputs, build: attentionBlock(true) as never, coords: 12, step: 4e-3, rtol: 5e-3, atol: 5e-4 });
+      expect(result.mismatches).toEqual([]);
+      expect(result.checked).toBeGreaterThan(100);
+    } finally {
+      attentionBackward.chunkBytes = saved;
+    }
   });
 
   it('conv residual block (group norm via InstanceNormalization, silu, conv 3x3, skip), float32', async () => {

@@ -151,3 +151,20 @@ describe('importLoraFile', () => {
     for (const m of kohya.modules) expect(Array.from(m.down)).toEqual(Array.from(byModule.get(m.module)!.down));
   });
 });
+
+describe('fromKohyaModules (lora-file.ts / trainer modules -> Generator slots)', () => {
+  it('gives the same modules as importLoraFile for a file read by readLoraFile', async () => {
+    const { readLoraFile } = await import('../../../src-main/engine/lora/lora-file');
+    const { fromKohyaModules } = await import('../../../src-main/engine/lora/lora-import');
+    const viaLoraFile = fromKohyaModules(readLoraFile(kohyaPath).modules);
+    const imported = importLoraFile(kohyaPath, catalog);
+    const key = (m: { component: string; module: string }): string => `${m.component}:${m.module}`;
+    const byKey = new Map(imported.modules.map((m) => [key(m), m]));
+    expect(viaLoraFile).toHaveLength(128);
+    for (const m of viaLoraFile) {
+      const i = byKey.get(key(m))!;
+      expect([m.kind, m.rank, m.alpha, ...m.downShape, ...m.upShape]).toEqual([i.kind, i.rank, i.alpha, ...i.downShape, ...i.upShape]);
+      expect(Array.from(m.up)).toEqual(Array.from(i.up));
+    }
+  });
+});
