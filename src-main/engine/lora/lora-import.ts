@@ -310,8 +310,8 @@ export function fromKohyaModules(
 ): LoraModuleWeights[] {
   return modules.map((m) => {
     const component = COMPONENT_OF_PREFIX[m.prefix];
-    // "encoder.layers.0…" (no prefix) or "text_model..encoder…" (the embedded model's keys) -> "text_model.encoder…"
-    const module = component === 'unet' ? m.module : `text_model.${m.module.replace(/^text_model\.+/, '')}`;
+    // "encoder.layers.0…" (no prefix) or "text_model.encoder…" -> "text_model.encoder…"
+    const module = component === 'unet' ? m.module : `text_model.${m.module.replace(/^text_model\./, '')}`;
     return { component, module, kind: m.downShape.length === 4 ? 'conv' : 'linear', rank: m.rank, alpha: m.alpha, down: m.down, downShape: [...m.downShape], up: m.up, upShape: [...m.upShape] };
   });
 }

@@ -17,7 +17,7 @@ import type { UNet2DConditionConfig } from '../io/configs';
 
 export const EMBEDDED_MODEL_NAME = 'lora-studio-tiny-sd15';
 /** Bump when the generated files change, so cached copies are regenerated. */
-const GENERATOR_VERSION = '1';
+const GENERATOR_VERSION = '2';
 const SEED = 20261123;
 
 const unetConfig = {
@@ -175,7 +175,7 @@ export function ensureEmbeddedModel(modelsDir: string): string {
 
   const textEncoder = randomWeightsFor(SEED, (p) => {
     buildClipTextModel(p, textEncoderConfig as unknown as CLIPTextConfig, p.graph.input('ids', 'int64', [1, 77]), {
-      textModelPrefix: 'text_model.',
+      textModelPrefix: 'text_model',
     });
   });
   writeSafetensors(join(temp, 'text_encoder', 'model.safetensors'), textEncoder, { format: 'pt' });

@@ -183,9 +183,7 @@ export class FeatureCache {
     if (this.textSession && this.textSessionSkip === clipSkip) return this.textSession;
     const g = new Graph('text_encoder');
     const ids = g.input('input_ids', 'int64', [1, length]); // [1, L]
-    // Embedded models generated before the fix of its key prefix have "text_model..<name>" keys.
-    let weights = this.model.textEncoder.weights;
-    if (weights.keys().some((k) => k.startsWith('text_model..'))) weights = weights.view((name) => name.replace(/^text_model\.\./, 'text_model.'));
+    const weights = this.model.textEncoder.weights;
     const { textModelPrefix } = clipTextKeyLayout(weights.keys());
     const params = new Params(g, weights, { dtype: 'float32' });
     const out = buildClipTextModel(params, this.model.textEncoder.config, ids, { textModelPrefix, withProjection: false });
