@@ -32,12 +32,205 @@ export interface FolderListing {
   entries: FolderEntry[];
 }
 
-export interface TrainProgress {
+// ---------------------------------------------------------------- dataset
+
+export type ProblemSeverity = 'error' | 'warning' | 'info';
+
+export interface ProblemView {
+  code: string;
+  severity: ProblemSeverity;
+  message: string;
+}
+
+export interface DatasetItemView {
+  relativePath: string;
+  width: number | null;
+  height: number | null;
+  repeats: number;
+  caption: string | null;
+  /** Token count of the caption and whether CLIP's 75-token window truncates it. */
+  tokens: number;
+  truncated: boolean;
+  problems: ProblemView[];
+  excluded: boolean;
+  bucket: { width: number; height: number } | null;
+}
+
+export interface DatasetView {
+  folder: string;
+  resolution: number;
+  items: DatasetItemView[];
+  orphanCaptions: string[];
+  summary: { images: number; trainable: number; excluded: number; errors: number; warnings: number; samplesPerEpoch: number };
+  buckets: { width: number; height: number; images: number }[];
+  tagFrequency: { tag: string; count: number }[];
+}
+
+export type CaptionOperationView =
+  | { kind: 'prepend'; text: string }
+  | { kind: 'append'; text: string }
+  | { kind: 'replace'; find: string; replace: string; caseSensitive?: boolean }
+  | { kind: 'remove-tag'; tag: string }
+  | { kind: 'shuffle'; keepFirst: number; seed: number };
+
+// ---------------------------------------------------------------- models
+
+export interface ModelView {
+  /** Folder or file path; 'embedded' for the embedded tiny model. */
+  id: string;
+  name: string;
+  kind: 'sd1' | 'sd2' | 'sdxl';
+  source: 'embedded' | 'folder' | 'single-file' | 'download';
+  predictionType: string;
+}
+
+export interface KnownModel {
+  name: string;
+  url: string;
+  sha256?: string;
+  sizeBytes?: number;
+  kind: 'sd1' | 'sd2' | 'sdxl';
+}
+
+export interface DownloadProgressEvent {
+  downloadId: string;
+  url: string;
+  receivedBytes: number;
+  totalBytes: number | null;
+  done: boolean;
+  error?: string;
+  path?: string;
+}
+
+// ---------------------------------------------------------------- training
+
+/** The settings a run is started with (the engine's TrainSettingsInput, minus what the studio fills in). */
+export interface TrainSettingsView {
+  images: string;
+  model: string;
+  out: string;
+  rank: number;
+  alpha: number;
+  steps: number;
+  lr: number;
+  batch: number;
+  resolution: number;
+  seed: number;
+  device: ExecutionProvider;
+  saveEvery: number;
+  targets: 'attention' | 'transformer' | 'transformer+conv';
+  lrSchedule: 'constant' | 'constant_with_warmup' | 'cosine' | 'linear';
+  warmupSteps: number;
+  gradAccum: number;
+  minSnrGamma: number | null;
+  noiseOffset: number;
+  maxGradNorm: number | null;
+  trigger: string | null;
+  /** Preview prompts sampled every `previewEvery` steps and at the start (baseline). */
+  previews: { prompt: string; seed: number; steps: number; guidance: number }[];
+  previewEvery: number;
+}
+
+export interface TrainPreset {
+  id: string;
+  name: string;
+  description: string;
+  settings: Partial<TrainSettingsView>;
+}
+
+export interface TrainEstimate {
+  steps: number;
+  samplesPerEpoch: number;
+  epochs: number;
+  seconds: number | null;
+  peakMemoryGiB: number | null;
+  device: ExecutionProvider;
+  notes: string[];
+}
+
+export type RunStatus = 'starting' | 'running' | 'paused' | 'stopped' | 'finished' | 'failed' | 'crashed';
+
+export interface LossPoint {
+  step: number;
+  loss: number;
+  smoothed: number;
+  lr: number;
+}
+
+export interface PreviewImage {
+  step: number;
+  prompt: string;
+  seed: number;
+  /** PNG as a data: URL. */
+  image: string;
+  seconds: number;
+}
+
+export interface RunView {
   runId: string;
+  settings: TrainSettingsView;
+  status: RunStatus;
+  message?: string;
   step: number;
   totalSteps: number;
-  loss: number;
-  learningRate: number;
+  startedAt: string;
+  losses: LossPoint[];
+  previews: PreviewImage[];
+  checkpoint?: string;
+  out?: string;
+}
+
+export type TrainEvent =
+  | { type: 'status'; runId: string; status: RunStatus; message?: string }
+  | { type: 'step'; runId: string; point: LossPoint; totalSteps: number; itPerSec: number; etaSeconds: number; memoryGiB: number | null }
+  | { type: 'preview'; runId: string; preview: PreviewImage }
+  | { type: 'checkpoint'; runId: string; step: number; path: string };
+
+// ---------------------------------------------------------------- generation and export
+
+export interface GenerateRequestView {
+  model: string;
+  prompt: string;
+  negativePrompt: string;
+  seed: number;
+  steps: number;
+  guidance: number;
+  width: number;
+  height: number;
+  sampler: 'DDIM' | 'Euler' | 'Euler a' | 'DPM++ 2M' | 'DPM++ 2M Karras';
+  clipSkip: number;
+  loras: { path: string; strength: number }[];
+}
+
+export interface GeneratedImageView {
+  seed: number;
+  /** PNG with A1111-style parameters, as a data: URL. */
+  image: string;
+  parameters: string;
+}
+
+export interface ExportRequestView {
+  /** A trained LoRA file (a run's output or any LoRA file). */
+  lora: string;
+  format: 'kohya' | 'diffusers';
+  precision: 'fp16' | 'fp32';
+  out: string;
+}
+
+// ---------------------------------------------------------------- project and settings
+
+export interface ProjectView {
+  path: string | null;
+  datasetFolder: string | null;
+  model: string;
+  settings: TrainSettingsView | null;
+  runs: RunView[];
+}
+
+export interface StudioSettings {
+  device: ExecutionProvider;
+  modelsDir: string;
+  cacheDir: string;
 }
 
 /** Request/response methods: `req` is what the caller sends, `res` what it gets back. */
@@ -48,12 +241,43 @@ export interface ApiMethods {
   /** Ask the user for a folder (native dialog; only where the host has one) and open it. */
   'fs.pickFolder': { req: void; res: { path: string | null } };
   'fs.listFolder': { req: { path: string }; res: FolderListing };
+
+  'dataset.open': { req: { folder: string; resolution?: number }; res: DatasetView };
+  /** A cached thumbnail as a data: URL. */
+  'dataset.thumbnail': { req: { folder: string; relativePath: string; size?: number }; res: { image: string } };
+  'dataset.saveCaption': { req: { folder: string; relativePath: string; caption: string }; res: DatasetItemView };
+  'dataset.bulkCaption': { req: { folder: string; operation: CaptionOperationView; relativePaths?: string[] }; res: { changed: string[]; dataset: DatasetView } };
+
+  'model.list': { req: void; res: { models: ModelView[]; known: KnownModel[] } };
+  'model.open': { req: { path: string }; res: ModelView };
+  'model.download': { req: { url: string; sha256?: string; name: string }; res: { downloadId: string } };
+
+  'train.presets': { req: void; res: TrainPreset[] };
+  'train.estimate': { req: { settings: TrainSettingsView }; res: TrainEstimate };
+  'train.start': { req: { settings: TrainSettingsView }; res: { runId: string } };
+  'train.pause': { req: { runId: string }; res: void };
+  'train.resume': { req: { runId: string }; res: void };
+  'train.stop': { req: { runId: string }; res: void };
+  'train.runs': { req: void; res: RunView[] };
+
+  'generate.run': { req: GenerateRequestView; res: { images: GeneratedImageView[] } };
+  'export.lora': { req: ExportRequestView; res: { path: string; metadata: Record<string, string> } };
+  'export.metadata': { req: { lora: string }; res: { metadata: Record<string, string>; modules: number; format: string } };
+  'export.merge': { req: { model: string; lora: string; strength: number; out: string }; res: { path: string } };
+
+  'project.get': { req: void; res: ProjectView };
+  'project.open': { req: { path: string }; res: ProjectView };
+  'project.save': { req: { path?: string }; res: ProjectView };
+  'settings.get': { req: void; res: StudioSettings };
+  'settings.set': { req: Partial<StudioSettings>; res: StudioSettings };
 }
 
 /** Events the back end pushes to every connected front end. */
 export interface ApiEvents {
   'fs.rootsChanged': { roots: string[] };
-  'train.progress': TrainProgress;
+  'train.event': TrainEvent;
+  'model.download': DownloadProgressEvent;
+  'project.changed': ProjectView;
 }
 
 export type MethodName = keyof ApiMethods;
