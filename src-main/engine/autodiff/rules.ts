@@ -451,7 +451,7 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const heads = intAttr(node, 'num_heads', 0);
     const headDim = q.shape[2] / heads;
     const scale = floatAttr(node, 'scale', 1 / Math.sqrt(headDim));
-    const qh = splitHeads(q, heads); // [B, H, Lq, D]
+    const qh = op.mul(splitHeads(q, heads), scale); // [B, H, Lq, D], pre-scaled: s = (scale q) k^T
     const kh = splitHeads(k, heads); // [B, H, Lk, D]
     const vh = splitHeads(v, heads); // [B, H, Lk, Dv]
     const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
@@ -465,15 +465,18 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const dks: Value[] = [];
     const dvs: Value[] = [];
     for (let h0 = 0; h0 < heads; h0 += group) {
-      const part = (x: Value): Value => (group === heads ? x : op.slice(x, [h0], [Math.min(heads, h0 + group)], [1])); // [B, h, L, D]
+      const part = (x: Value): Value => (group === heads ? x : op.slice(x, [h0], [Math.min(heads, h0 + group)], [1])); // [B, h, ...]
       const [qc, kc, vc, dOutC] = [part(qh), part(kh), part(vh), part(dOut)];
-      const probs = op.softmax(op.mul(op.matmul(qc, transposeLast2(kc)), scale), -1); // [B, h, Lq, Lk]
+      const probs = op.softmax(op.matmul(qc, transposeLast2(kc)), -1); // [B, h, Lq, Lk]
+      // rowsum(dP * P) = dO . O per query with O = P v (the FlashAttention identity): one matmul that
+      // reads P instead of a multiply and a reduction over the [Lq, Lk] matrices.
+      const deltaC = op.reduceSum(op.mul(dOutC, op.matmul(probs, vc)), [-1]); // [B, h, Lq, 1]
       if (ctx.needs[2]) dvs.push(op.matmul(transposeLast2(probs), dOutC)); // [B, h, Lk, Dv]
       if (!ctx.needs[0] && !ctx.needs[1]) continue;
       const dProbs = op.matmul(dOutC, transposeLast2(vc)); // [B, h, Lq, Lk]
-      const dScores = op.mul(op.mul(probs, op.sub(dProbs, op.reduceSum(op.mul(dProbs, probs), [-1]))), scale); // [B, h, Lq, Lk], scale folded in
-      if (ctx.needs[0]) dqs.push(op.matmul(dScores, kc)); // [B, h, Lq, D]
-      if (ctx.needs[1]) dks.push(op.matmul(transposeLast2(dScores), qc)); // [B, h, Lk, D]
+      const dScores = op.mul(probs, op.sub(dProbs, deltaC)); // [B, h, Lq, Lk]: d s = P (dP - rowsum(dP P))
+      if (ctx.needs[0]) dqs.push(op.mul(op.matmul(dScores, kc), scale)); // [B, h, Lq, D]: dq = scale dS k
+      if (ctx.needs[1]) dks.push(op.matmul(transposeLast2(dScores), qc)); // [B, h, Lk, D]: dk = dS^T (scale q)
     }
     const merged = (parts: Value[]): Value | null => (parts.length ? mergeHeads(op.concat(parts, 1)) : null); // [B, L, H*D]
     return [merged(dqs), merged(dks), merged(dvs)];
