@@ -176,12 +176,23 @@ export interface RunView {
   startedAt: string;
   losses: LossPoint[];
   previews: PreviewImage[];
+  /** The last checkpoint written (absent until one is): what `train.start` with `resume` continues from. */
   checkpoint?: string;
+  /** The LoRA file, once written (run finished or stopped). */
   out?: string;
+  /** Step of `checkpoint`. */
+  checkpointStep?: number;
+  /** The checkpoint this run continued from (`train.start` with `resume`). */
+  resumedFrom?: string;
+  /** Latest speed and time left while it runs. */
+  itPerSec?: number;
+  etaSeconds?: number;
+  finishedAt?: string;
 }
 
 export type TrainEvent =
-  | { type: 'status'; runId: string; status: RunStatus; message?: string }
+  /** Status changes, and progress messages while preparing (status 'starting') or saving. */
+  | { type: 'status'; runId: string; status: RunStatus; message?: string; step?: number; out?: string; checkpoint?: string }
   | { type: 'step'; runId: string; point: LossPoint; totalSteps: number; itPerSec: number; etaSeconds: number; memoryGiB: number | null }
   | { type: 'preview'; runId: string; preview: PreviewImage }
   | { type: 'checkpoint'; runId: string; step: number; path: string };
@@ -254,7 +265,8 @@ export interface ApiMethods {
 
   'train.presets': { req: void; res: TrainPreset[] };
   'train.estimate': { req: { settings: TrainSettingsView }; res: TrainEstimate };
-  'train.start': { req: { settings: TrainSettingsView }; res: { runId: string } };
+  /** `resume`: a checkpoint (a RunView's `checkpoint`) to continue from; settings.steps is the new total. */
+  'train.start': { req: { settings: TrainSettingsView; resume?: string }; res: { runId: string } };
   'train.pause': { req: { runId: string }; res: void };
   'train.resume': { req: { runId: string }; res: void };
   'train.stop': { req: { runId: string }; res: void };
@@ -268,6 +280,8 @@ export interface ApiMethods {
   'project.get': { req: void; res: ProjectView };
   'project.open': { req: { path: string }; res: ProjectView };
   'project.save': { req: { path?: string }; res: ProjectView };
+  /** Changes what the project remembers (it autosaves); runs change only through train.*. */
+  'project.update': { req: Partial<Pick<ProjectView, 'datasetFolder' | 'model' | 'settings'>>; res: ProjectView };
   'settings.get': { req: void; res: StudioSettings };
   'settings.set': { req: Partial<StudioSettings>; res: StudioSettings };
 }
@@ -276,6 +290,8 @@ export interface ApiMethods {
 export interface ApiEvents {
   'fs.rootsChanged': { roots: string[] };
   'train.event': TrainEvent;
+  /** The whole run after each status change (not after every step: follow 'train.event' for those). */
+  'train.run': RunView;
   'model.download': DownloadProgressEvent;
   'project.changed': ProjectView;
 }

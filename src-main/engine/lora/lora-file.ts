@@ -16,10 +16,13 @@
 //   readLoraFile(path): LoraFile                                      kohya or diffusers/peft, alpha optional
 //   loraModulesFromNetwork(network modules, weights map)              training state -> LoraModuleWeights[]
 //   kohyaTrainingMetadata(info): Record<string, string>               ss_* + modelspec.* keys
+//   toSdxlKohyaNames(modules, unetConfig)                             sd-scripts' SDXL key names (LDM UNet blocks, lora_te1/te2)
 //   moduleFromKohyaKey(rest)                                          best-effort diffusers module name
 import { readFileSync } from 'node:fs';
 import { decodeSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors';
 import { float16ToFloat32, bfloat16ToFloat32, float32ToFloat16 } from '../io/dtype-convert';
+import type { UNet2DConditionConfig } from '../io/configs';
+import { diffusersUnetKeyMapper } from '../io/single-file-writer';
 import { alphaName, downName, kohyaKey, upName, type LoraModule, type LoraPrefix } from './lora-network';
 
 /** One adapter, in float32, with everything a loader needs. */
@@ -100,6 +103,28 @@ export function writeLoraFile(path: string, modules: readonly LoraModuleWeights[
   }
   const metadata = { format: 'pt', ...(options.metadata ?? {}) };
   writeSafetensors(path, tensors, metadata);
+}
+
+/**
+ * The adapters renamed the way sd-scripts names SDXL LoRAs (what A1111 / ComfyUI expect of an SDXL
+ * kohya file): UNet modules in the original (LDM) block naming, down_blocks.i.attentions.j ->
+ * input_blocks.{3i+j+1}.1, mid_block.attentions.0 -> middle_block.1, up_blocks.i.attentions.j ->
+ * output_blocks.{3i+j}.1 (resnets, samplers and the rest as the checkpoint converter maps them),
+ * e.g. `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`; the first text encoder as
+ * `lora_te1_`. Only `key` (and a `lora_te` prefix) changes: `module` keeps the diffusers name, so
+ * the diffusers layout of the same modules is unchanged. Throws naming a module without an LDM name.
+ */
+export function toSdxlKohyaNames(modules: readonly LoraModuleWeights[], unetConfig: UNet2DConditionConfig): LoraModuleWeights[] {
+  const toLdm = diffusersUnetKeyMapper(unetConfig);
+  return modules.map((m) => {
+    if (m.prefix === 'lora_unet') {
+      const ldm = toLdm(`${m.module}.weight`);
+      if (!ldm) throw new Error(`LoRA module ${m.module}: this UNet layer has no name in the original SDXL (LDM) layout`);
+      return { ...m, key: kohyaKey('lora_unet', ldm.slice(0, -'.weight'.length)) };
+    }
+    if (m.prefix === 'lora_te') return { ...m, prefix: 'lora_te1', key: kohyaKey('lora_te1', m.module) };
+    return { ...m };
+  });
 }
 
 /** What the kohya metadata records about a training run. */

@@ -167,3 +167,13 @@ function spatialSelfAttention(p: Params, x: Value, groups: number): Value {
   const spatial = op.reshape(op.transpose(projected, [0, 2, 1]), [batch, channels, height, width]); // [B, C, H, W]
   return op.add(spatial, x); // [B, C, H, W]
 }
+
+/**
+ * The dtype to run this VAE in when the rest of the pipeline runs in `dtype`: float32 when the
+ * config says force_upcast (the SDXL VAE overflows float16 and decodes to NaN/black images, as in
+ * diffusers' StableDiffusionXLPipeline.upcast_vae), else `dtype`. Absent force_upcast counts as
+ * true, diffusers' default.
+ */
+export function vaeComputeDtype(config: AutoencoderKLConfig, dtype: 'float32' | 'float16'): 'float32' | 'float16' {
+  return dtype === 'float16' && config.force_upcast !== false ? 'float32' : dtype;
+}

@@ -13,7 +13,7 @@ import { buildUNet2DCondition } from '../models/unet-2d-condition';
 import { Params } from '../nn/params';
 import { adamwStepInputs, adamwUpdate, type AdamWConfig } from './adamw';
 import { noiseBatch, weightedMse } from './diffusion-loss';
-import type { TrainStepGraph, TrainStepSpec } from './train-step-graph';
+import { addedCondInputs, batchInputNames, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
 
 export type GradientGraphSpec = Omit<TrainStepSpec, 'adamw' | 'maxGradNorm'>;
 
@@ -34,6 +34,7 @@ export function buildGradientGraph(spec: GradientGraphSpec): GradientGraph {
   const noise = g.input('noise', 'float32', x0.shape); // [B, 4, h, w]
   const timesteps = g.input('timesteps', 'int64', [batch]); // [B]
   const context = g.input('encoder_hidden_states', 'float32', [batch, tokens, contextDim]); // [B, 77, C]
+  const added = addedCondInputs(g, spec); // SDXL: text_embeds [B, P], time_ids [B, 6]
   const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, x0, noise, timesteps, spec.loss);
 
   const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' });
@@ -43,6 +44,7 @@ export function buildGradientGraph(spec: GradientGraphSpec): GradientGraph {
     sample: op.cast(noisy, dtype), // [B, 4, h, w]
     timestep: op.cast(timesteps, dtype), // [B]
     encoderHiddenStates: op.cast(context, dtype), // [B, 77, C]
+    addedCond: added && { textEmbeds: op.cast(added.textEmbeds, dtype), timeIds: added.timeIds }, // [B, P], [B, 6]
   }); // [B, 4, h, w]
   const loss = weightedMse(prediction, target, weight); // []
 
@@ -57,7 +59,7 @@ export function buildGradientGraph(spec: GradientGraphSpec): GradientGraph {
   return {
     graph: g,
     network,
-    inputs: { latents: x0.name, noise: noise.name, timesteps: timesteps.name, encoderHiddenStates: context.name },
+    inputs: batchInputNames(x0, noise, timesteps, context, added),
     params: outputs,
     outputs: { loss: 'loss' },
   };

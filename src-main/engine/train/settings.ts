@@ -4,11 +4,15 @@
 //
 //   TrainSettings (all fields), TrainSettingsInput (what callers give: images + out, the rest optional)
 //   resolveTrainSettings(input): TrainSettings     defaults filled in, validated, paths absolute
+//   nativeResolutionOf(model): number | undefined  the model's own training size (default resolution)
 //   DEFAULT_TRAIN_SETTINGS
 //   settingsFingerprint(settings): string         what a checkpoint must match to be resumed
 import { createHash } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
+import { openModelFolder } from '../io/model-folder';
+import { openSingleFile } from '../io/single-file';
 import type { LoraTargetSet } from '../lora/targets';
 import type { ProviderName } from '../runtime/providers';
 import type { LrScheduleName } from './lr-schedule';
@@ -39,6 +43,11 @@ export interface TrainSettings {
   /** Global gradient-norm clipping; 0 = off. */
   maxGradNorm: number;
   weightDecay: number;
+  /**
+   * Training resolution (bucket area = resolution^2). Default: the model's native size (unet
+   * sample_size x the VAE's downscale: 512 for SD 1.5, 768 for SD 2.x-768, 1024 for SDXL; 64 for
+   * the embedded tiny model), see nativeResolutionOf.
+   */
   resolution: number;
   /** Bucket side granularity (64 for SD; the tiny model at 64 px has the one 64x64 bucket). */
   bucketStep: number;
@@ -122,6 +131,29 @@ function checkChoice<T extends string>(name: string, value: T, choices: readonly
   if (!choices.includes(value)) throw new TrainSettingsError(`${name} must be one of ${choices.join(', ')}, got "${value}"`);
 }
 
+/**
+ * The size a model was trained at: unet sample_size x 2^(VAE levels - 1), read from the model's
+ * configs (a diffusers folder, a single .safetensors file, or a URL whose file is already in
+ * `modelsDir`). undefined when it cannot be known without downloading or the model cannot be opened
+ * (the trainer then reports the real problem).
+ */
+export function nativeResolutionOf(model: string, modelsDir?: string): number | undefined {
+  let path = model;
+  if (/^https?:\/\//.test(model)) {
+    if (!modelsDir) return undefined;
+    path = join(modelsDir, basename(new URL(model).pathname) || 'model.safetensors');
+  }
+  if (!existsSync(path)) return undefined;
+  try {
+    const opened = statSync(path).isDirectory() ? openModelFolder(path) : openSingleFile(path);
+    const sampleSize = opened.unet.config.sample_size;
+    if (!sampleSize) return opened.kind === 'sdxl' ? 1024 : opened.kind === 'sd2' ? 768 : 512;
+    return sampleSize * 2 ** (opened.vae.config.block_out_channels.length - 1);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Defaults filled in and every value checked; paths made absolute. Throws TrainSettingsError. */
 export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   if (!input.images) throw new TrainSettingsError('images (the dataset folder) is required');
@@ -148,6 +180,9 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   s.checkpoint = resolve(s.checkpoint);
   if (s.resume) s.resume = resolve(s.resume);
   if (s.model && !/^https?:\/\//.test(s.model)) s.model = resolve(s.model);
+  // No resolution given: train at the model's own size (1024 px buckets for SDXL, 512 for SD 1.5).
+  // A URL not downloaded yet is a real checkpoint of unknown kind: SD 1.5's 512 then.
+  if (defined.resolution === undefined && s.model) s.resolution = nativeResolutionOf(s.model, s.modelsDir) ?? (/^https?:\/\//.test(s.model) ? 512 : s.resolution);
   if (s.checkpoint === s.out) throw new TrainSettingsError(`checkpoint and out must be different files, both are ${s.out}`);
 
   checkInteger('rank', s.rank, 1, 1024);

@@ -18,6 +18,12 @@ export interface TrainShape {
   /** Text tokens and embedding width of the cached encoder hidden states ([77, 768] for SD1.5). */
   tokens: number;
   contextDim: number;
+  /**
+   * SDXL (UNet addition_embed_type "text_time"): width of the pooled text embedding (1280 for
+   * SDXL) and the number of time ids (6: original size, crop top-left, target size). Required
+   * exactly when the UNet config has text_time conditioning.
+   */
+  addedCond?: { textEmbedsDim: number; timeIds: number };
 }
 
 export interface TrainStepSpec {
@@ -37,7 +43,7 @@ export interface TrainStepGraph {
   graph: Graph;
   network: LoraNetwork;
   /** Graph input names of the batch. */
-  inputs: { latents: string; noise: string; timesteps: string; encoderHiddenStates: string };
+  inputs: TrainBatchInputs;
   /**
    * The LoRA weights and the AdamW moments are three flat float32 vectors laid out by `layout`, so
    * the optimizer is a handful of kernels over one buffer rather than a dozen per LoRA tensor, and a
@@ -53,6 +59,62 @@ export interface TrainStepGraph {
    * host lowers the scale (dynamic loss scaling).
    */
   lossScaling?: { scale: string; finite: string };
+}
+
+/**
+ * The added-conditioning shape of an SDXL UNet config: the pooled text embedding width (1280 for
+ * SDXL base) and 6 time ids, from projection_class_embeddings_input_dim = P + 6 * addition_time_embed_dim;
+ * undefined for a UNet without text_time. A config that implies another id count (the refiner's 5,
+ * with an aesthetic score) is refused.
+ */
+export function addedCondShapeOf(config: UNet2DConditionConfig): TrainShape['addedCond'] {
+  if (config.addition_embed_type !== 'text_time') return undefined;
+  const timeDim = config.addition_time_embed_dim;
+  const total = config.projection_class_embeddings_input_dim;
+  if (!timeDim || !total) throw new Error('unet config.json: addition_embed_type "text_time" needs addition_time_embed_dim and projection_class_embeddings_input_dim');
+  const textEmbedsDim = total - 6 * timeDim;
+  if (textEmbedsDim <= 0) throw new Error(`unet config.json: projection_class_embeddings_input_dim ${total} leaves no room for 6 time ids of ${timeDim}`);
+  return { textEmbedsDim, timeIds: 6 };
+}
+
+/** Graph input names of one training batch; textEmbeds and timeIds only for SDXL (text_time) UNets. */
+export interface TrainBatchInputs {
+  latents: string;
+  noise: string;
+  timesteps: string;
+  encoderHiddenStates: string;
+  textEmbeds?: string;
+  timeIds?: string;
+}
+
+/**
+ * The SDXL added-conditioning inputs of a training graph: text_embeds [B, P] and time_ids [B, 6]
+ * (float32) when the UNet has text_time conditioning, else undefined. Refuses a shape that does
+ * not fit the config, naming both.
+ */
+export function addedCondInputs(g: Graph, spec: Pick<TrainStepSpec, 'unetConfig' | 'shape'>): { textEmbeds: Value; timeIds: Value } | undefined {
+  const wanted = spec.unetConfig.addition_embed_type === 'text_time';
+  const given = spec.shape.addedCond;
+  if (!wanted) {
+    if (given) throw new Error('train step: shape.addedCond given, but the UNet config has no addition_embed_type "text_time"');
+    return undefined;
+  }
+  if (!given) throw new Error('train step: the UNet has addition_embed_type "text_time" (SDXL); shape.addedCond { textEmbedsDim, timeIds } is required');
+  const batch = spec.shape.batch;
+  return {
+    textEmbeds: g.input('text_embeds', 'float32', [batch, given.textEmbedsDim]), // [B, P]
+    timeIds: g.input('time_ids', 'float32', [batch, given.timeIds]), // [B, 6]
+  };
+}
+
+/** The batch input names (for TrainStepGraph.inputs), including the SDXL ones when present. */
+export function batchInputNames(x0: Value, noise: Value, timesteps: Value, context: Value, added: { textEmbeds: Value; timeIds: Value } | undefined): TrainBatchInputs {
+  const names: TrainBatchInputs = { latents: x0.name, noise: noise.name, timesteps: timesteps.name, encoderHiddenStates: context.name };
+  if (added) {
+    names.textEmbeds = added.textEmbeds.name;
+    names.timeIds = added.timeIds.name;
+  }
+  return names;
 }
 
 /** The scalar grad-norm, and the gradient scaled by min(1, maxNorm / (norm + 1e-6)) when clipping. */
@@ -72,6 +134,7 @@ function discoverLoraLayout(spec: TrainStepSpec, shapes: { sample: number[]; con
     sample: g.input('sample', spec.build.dtype, shapes.sample),
     timestep: g.input('timestep', spec.build.dtype, [shapes.sample[0]]),
     encoderHiddenStates: g.input('context', spec.build.dtype, shapes.context),
+    addedCond: addedCondInputs(g, spec),
   });
   return flatLayout(network.modules);
 }
@@ -84,6 +147,7 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const noise = g.input('noise', 'float32', x0.shape); // [B, 4, h, w]
   const timesteps = g.input('timesteps', 'int64', [batch]); // [B]
   const context = g.input('encoder_hidden_states', 'float32', [batch, tokens, contextDim]); // [B, 77, C]
+  const added = addedCondInputs(g, spec); // SDXL: text_embeds [B, P], time_ids [B, 6]
 
   const layout = discoverLoraLayout(spec, { sample: [...x0.shape], context: [...context.shape] });
   const flatParams = g.input('lora.params', 'float32', [layout.size]); // [P]
@@ -99,8 +163,10 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const dtype = spec.build.dtype;
   const call = {
     sample: op.cast(noisy, dtype), // [B, 4, h, w]
-    timestep: op.cast(timesteps, dtype), // [B]
+    // A table lookup rather than Cast: WebGPU has no int64 -> float cast.
+    timestep: op.gather(g.constant(Array.from(spec.alphasCumprod, (_, t) => t), dtype, [spec.alphasCumprod.length]), timesteps), // [B]
     encoderHiddenStates: op.cast(context, dtype), // [B, 77, C]
+    addedCond: added && { textEmbeds: op.cast(added.textEmbeds, dtype), timeIds: added.timeIds }, // [B, P], [B, 6] (embedded in float32)
   };
   const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
   const loss = weightedMse(prediction, target, weight); // []
@@ -127,11 +193,12 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   };
   g.output(loss, 'loss');
   g.output(norm, 'grad_norm');
-  if (finite) g.output(finite, 'grads_finite');
+  // As float32 1/0: WebGPU cannot output a bool tensor.
+  if (finite) g.output(op.where(finite, op.scalarLike(norm, 1), op.scalarLike(norm, 0)), 'grads_finite');
   return {
     graph: g,
     network,
-    inputs: { latents: x0.name, noise: noise.name, timesteps: timesteps.name, encoderHiddenStates: context.name },
+    inputs: batchInputNames(x0, noise, timesteps, context, added),
     layout,
     state,
     outputs: { loss: 'loss', gradNorm: 'grad_norm' },

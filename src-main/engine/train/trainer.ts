@@ -21,7 +21,7 @@ import { downloadFile } from '../io/download';
 import { openModelFolder, type OpenedModel } from '../io/model-folder';
 import { openSingleFile } from '../io/single-file';
 import { flatLayout, initLoraWeights, type FlatLoraLayout, type LoraModule } from '../lora/lora-network';
-import { kohyaTrainingMetadata, loraModulesFromNetwork, writeLoraFile, type LoraModuleWeights } from '../lora/lora-file';
+import { kohyaTrainingMetadata, loraModulesFromNetwork, toSdxlKohyaNames, writeLoraFile, type LoraModuleWeights } from '../lora/lora-file';
 import { unetTargets } from '../lora/targets';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../models/embedded-tiny-model';
 import { chooseProvider, Session, type HostTensor } from '../runtime/session';
@@ -35,7 +35,7 @@ import { TrainEvents } from './events';
 import { componentIdentity, FeatureCache, type CachedLatents, type CachedText } from './feature-cache';
 import { learningRateAt } from './lr-schedule';
 import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
-import { buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
+import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
 
 export interface TrainerHooks {
   /**
@@ -111,6 +111,9 @@ interface BucketRunner {
   noise: Float32Array;
   timesteps: BigInt64Array;
   context: Float32Array;
+  /** SDXL: pooled text embeddings [B, P] and time ids [B, 6]; empty otherwise. */
+  textEmbeds: Float32Array;
+  timeIds: Float32Array;
 }
 
 const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
@@ -147,7 +150,6 @@ export class Trainer {
     // --- model
     events.emit('phase', { phase: 'model', message: s.model ? `opening ${s.model}` : 'preparing the embedded tiny model' });
     const { model, description } = await openTrainingModel(s);
-    if (model.kind === 'sdxl') throw new Error(`${description}: SDXL training is not supported yet (SD 1.x / 2.x only)`);
     const prediction = model.schedulerConfig.prediction_type;
     if (prediction !== 'epsilon' && prediction !== 'v_prediction')
       throw new Error(`${description}: scheduler prediction_type "${prediction}" cannot be trained (epsilon or v_prediction)`);
@@ -235,6 +237,12 @@ export class Trainer {
     const adamw: AdamWConfig = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay };
     const accumulate = s.gradAccum > 1;
     const [tokens, contextDim] = samples[0].text.shape;
+    // SDXL: the UNet also takes text_embeds [B, P] (text_encoder_2's pooled projection) and time ids [B, 6].
+    const addedCond = addedCondShapeOf(model.unet.config);
+    const pooledDim = addedCond?.textEmbedsDim ?? 0;
+    const timeIdCount = addedCond?.timeIds ?? 0;
+    if (addedCond && samples[0].text.pooled?.length !== pooledDim)
+      throw new Error(`${description}: text_encoder_2's pooled embedding has ${samples[0].text.pooled?.length ?? 0} values, the UNet's text_time conditioning expects ${pooledDim}`);
     const runners = new Map<string, BucketRunner>();
     let modules: LoraModule[] = [];
     let layout: FlatLoraLayout = { tensors: [], size: 0 };
@@ -247,7 +255,7 @@ export class Trainer {
         weights: model.unet.weights,
         build: { dtype: 'float32' },
         lora: { rank: s.rank, alpha: s.alpha, targets: unetTargets(s.targets) },
-        shape: { batch: s.batch, latentHeight, latentWidth, tokens, contextDim },
+        shape: { batch: s.batch, latentHeight, latentWidth, tokens, contextDim, ...(addedCond ? { addedCond } : {}) },
         loss: { prediction: prediction as PredictionType, minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined },
         alphasCumprod: schedule.alphasCumprod,
         adamw,
@@ -259,6 +267,8 @@ export class Trainer {
         noise: new Float32Array(latentSize),
         timesteps: new BigInt64Array(s.batch),
         context: new Float32Array(s.batch * tokens * contextDim),
+        textEmbeds: new Float32Array(s.batch * pooledDim),
+        timeIds: new Float32Array(s.batch * timeIdCount),
       };
       const latentShape = [s.batch, channels, latentHeight, latentWidth];
       let runner: BucketRunner;
@@ -283,6 +293,8 @@ export class Trainer {
       runner.feeds[runner.inputs.noise] = f32(latentShape, runner.noise);
       runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [s.batch], data: runner.timesteps };
       runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
+      if (runner.inputs.textEmbeds) runner.feeds[runner.inputs.textEmbeds] = f32([s.batch, pooledDim], runner.textEmbeds);
+      if (runner.inputs.timeIds) runner.feeds[runner.inputs.timeIds] = f32([s.batch, timeIdCount], runner.timeIds);
       runners.set(key, runner);
     }
     if (modules.length === 0) throw new Error(`${description}: the "${s.targets}" targets match no layer of this UNet`);
@@ -378,6 +390,10 @@ export class Trainer {
           }
         }
         runner.context.set(text.hidden, i * contextSize);
+        if (addedCond) {
+          runner.textEmbeds.set(text.pooled!, i * pooledDim);
+          runner.timeIds.set(latents.timeIds, i * timeIdCount); // this image's size and crop in its bucket
+        }
       });
     };
 
@@ -505,7 +521,10 @@ export class Trainer {
       trigger: s.trigger,
     });
     mkdirSync(dirname(s.out), { recursive: true });
-    writeLoraFile(s.out, loraModulesFromNetwork(modules, loraTensors()), { format: s.format, precision: s.precision, metadata });
+    const trained = loraModulesFromNetwork(modules, loraTensors());
+    // SDXL files get sd-scripts' SDXL names (LDM UNet blocks), which A1111 and ComfyUI expect.
+    const exported = model.kind === 'sdxl' ? toSdxlKohyaNames(trained, model.unet.config) : trained;
+    writeLoraFile(s.out, exported, { format: s.format, precision: s.precision, metadata });
     const seconds = (Date.now() - started) / 1000;
     events.emit('done', { step, totalSteps: s.steps, out: s.out, checkpoint: s.checkpoint, stopped, seconds, finalLoss: losses.at(-1) ?? null });
     return { out: s.out, checkpoint: s.checkpoint, step, stopped, losses, seconds };

@@ -1,0 +1,282 @@
+// The Train and Live screens' state: the settings being edited (a preset plus the user's changes),
+// the estimate for them, the runs with their live progress, and the run the buttons control.
+import type {
+  ExecutionProvider,
+  RunView,
+  TrainEstimate,
+  TrainEvent,
+  TrainPreset,
+  TrainSettingsView,
+} from '../../../src-main/api/contract';
+import type { ApiClient } from '../lib/api-client';
+import { basename, dirname, isInside, joinPath } from '../lib/paths';
+import { Action } from './action.svelte';
+import { RunTracker } from './run-tracker.svelte';
+
+/** What the user edits; the dataset folder, the model and the output come from elsewhere. */
+export type EditableSettings = Omit<TrainSettingsView, 'images' | 'model' | 'out'>;
+
+/** Defaults for a first LoRA: the engine's own defaults, with a checkpoint every 100 steps. */
+export const DEFAULT_SETTINGS: EditableSettings = {
+  rank: 4,
+  alpha: 4,
+  steps: 500,
+  lr: 1e-3,
+  batch: 1,
+  resolution: 64,
+  seed: 42,
+  device: 'cpu',
+  saveEvery: 100,
+  targets: 'attention',
+  lrSchedule: 'constant',
+  warmupSteps: 0,
+  gradAccum: 1,
+  minSnrGamma: null,
+  noiseOffset: 0,
+  maxGradNorm: 1,
+  trigger: null,
+  previews: [{ prompt: 'a photo', seed: 1, steps: 20, guidance: 7 }],
+  previewEvery: 100,
+};
+
+/** Where training gets the rest of its settings from: the other screens. */
+export interface TrainingContext {
+  datasetFolder(): string | null;
+  modelId(): string;
+  /** The model's native image side, used until the user sets a resolution. */
+  modelResolution(): number;
+  /** The device chosen in Settings, used until the user picks one here. */
+  defaultDevice(): ExecutionProvider | null;
+  roots(): string[];
+}
+
+export class TrainingState {
+  #presets = $state.raw<TrainPreset[]>([]);
+  #presetId = $state.raw<string | null>(null);
+  #settings = $state.raw<EditableSettings>(DEFAULT_SETTINGS);
+  /** Settings the user (or a preset) set; the others follow the model and Settings screen. */
+  #pinned = $state.raw<ReadonlySet<keyof EditableSettings>>(new Set());
+  #out = $state.raw<string>('');
+  #estimate = $state.raw<TrainEstimate | null>(null);
+  #runs = $state.raw<RunTracker[]>([]);
+  #activeRunId = $state.raw<string | null>(null);
+
+  readonly loadingPresets = new Action();
+  readonly estimating = new Action();
+  readonly controlling = new Action();
+  readonly loadingRuns = new Action();
+
+  #unsubscribe: (() => void) | null = null;
+
+  constructor(
+    private readonly api: ApiClient,
+    private readonly context: TrainingContext,
+  ) {}
+
+  get presets(): TrainPreset[] {
+    return this.#presets;
+  }
+  get presetId(): string | null {
+    return this.#presetId;
+  }
+  /** The settings as they will be sent (resolution and device follow the model and Settings). */
+  get settings(): EditableSettings {
+    const s = this.#settings;
+    return {
+      ...s,
+      resolution: this.#pinned.has('resolution') ? s.resolution : this.context.modelResolution(),
+      device: this.#pinned.has('device') ? s.device : (this.context.defaultDevice() ?? s.device),
+    };
+  }
+  /** The output file as typed, or '' for the default. */
+  get outInput(): string {
+    return this.#out;
+  }
+  get defaultOut(): string | null {
+    const folder = this.context.datasetFolder();
+    if (!folder) return null;
+    const name = `${basename(folder) || 'lora'}.safetensors`;
+    const parent = dirname(folder);
+    // Next to the dataset when that is still inside an opened folder; else in a hidden folder
+    // inside it, which the dataset scan skips (so outputs never become training images).
+    return this.context.roots().some((r) => isInside(parent, r))
+      ? joinPath(parent, 'lora-output', name)
+      : joinPath(folder, '.lora-output', name);
+  }
+  get out(): string {
+    return this.#out.trim() || this.defaultOut || '';
+  }
+  get estimate(): TrainEstimate | null {
+    return this.#estimate;
+  }
+  get runs(): RunTracker[] {
+    return this.#runs;
+  }
+  get activeRun(): RunTracker | null {
+    return this.#runs.find((r) => r.runId === this.#activeRunId) ?? null;
+  }
+
+  /** What stops a start, in words; empty when the settings can be sent. */
+  get problems(): string[] {
+    const s = this.settings;
+    const problems: string[] = [];
+    if (!this.context.datasetFolder()) problems.push('Open a dataset folder on the Dataset screen first.');
+    if (!this.out.toLowerCase().endsWith('.safetensors')) problems.push('The output file must end in .safetensors.');
+    const whole = (name: string, value: number, min: number) => {
+      if (!Number.isInteger(value) || value < min) problems.push(`${name} must be a whole number of at least ${min}.`);
+    };
+    whole('Rank', s.rank, 1);
+    whole('Steps', s.steps, 1);
+    whole('Batch size', s.batch, 1);
+    whole('Gradient accumulation', s.gradAccum, 1);
+    whole('Warmup steps', s.warmupSteps, 0);
+    whole('Seed', s.seed, 0);
+    whole('Save every', s.saveEvery, 0);
+    whole('Preview every', s.previewEvery, 0);
+    if (!(s.lr > 0)) problems.push('Learning rate must be a number above 0.');
+    if (!(s.alpha > 0)) problems.push('Alpha must be a number above 0.');
+    if (!Number.isInteger(s.resolution) || s.resolution < 8 || s.resolution % 8 !== 0)
+      problems.push('Resolution must be a multiple of 8.');
+    return problems;
+  }
+
+  /** The full settings for train.estimate and train.start. */
+  get request(): TrainSettingsView {
+    return {
+      ...this.settings,
+      images: this.context.datasetFolder() ?? '',
+      model: this.context.modelId(),
+      out: this.out,
+    };
+  }
+
+  async load(): Promise<void> {
+    this.#unsubscribe ??= this.api.on('train.event', (event) => this.#onEvent(event));
+    await Promise.all([this.loadPresets(), this.refreshRuns()]);
+  }
+
+  async loadPresets(): Promise<void> {
+    const presets = await this.loadingPresets.run(() => this.api.call('train.presets'));
+    if (presets) this.#presets = presets;
+  }
+
+  async refreshRuns(): Promise<void> {
+    const runs = await this.loadingRuns.run(() => this.api.call('train.runs'));
+    if (runs) this.#setRuns(runs);
+  }
+
+  /** A preset's settings over the defaults (what the user changed before is replaced). */
+  applyPreset(id: string): void {
+    const preset = this.#presets.find((p) => p.id === id);
+    if (!preset) return;
+    const { images: _i, model: _m, out, ...settings } = preset.settings;
+    this.#presetId = id;
+    this.#settings = { ...DEFAULT_SETTINGS, ...settings };
+    this.#pinned = new Set(Object.keys(settings) as (keyof EditableSettings)[]);
+    if (out) this.#out = out;
+    this.#estimate = null;
+  }
+
+  update(patch: Partial<EditableSettings>): void {
+    this.#settings = { ...this.settings, ...patch };
+    this.#pinned = new Set([...this.#pinned, ...(Object.keys(patch) as (keyof EditableSettings)[])]);
+  }
+
+  setOut(path: string): void {
+    this.#out = path;
+  }
+
+  /** Restores what a saved project had. */
+  restore(settings: TrainSettingsView): void {
+    const { images: _i, model: _m, out, ...rest } = settings;
+    this.#settings = { ...DEFAULT_SETTINGS, ...rest };
+    this.#pinned = new Set(Object.keys(rest) as (keyof EditableSettings)[]);
+    this.#out = out;
+  }
+
+  async updateEstimate(): Promise<void> {
+    if (this.problems.length > 0) {
+      this.#estimate = null;
+      return;
+    }
+    const request = this.request;
+    const estimate = await this.estimating.run(() => this.api.call('train.estimate', { settings: request }));
+    if (estimate) this.#estimate = estimate;
+  }
+
+  async start(): Promise<string | null> {
+    const problems = this.problems;
+    if (problems.length > 0) {
+      this.controlling.fail(problems.join(' '));
+      return null;
+    }
+    const settings = this.request;
+    const started = await this.controlling.run(() => this.api.call('train.start', { settings }));
+    if (!started) return null;
+    // Events may have created the run already; otherwise show it as starting until they come.
+    if (!this.#runs.some((r) => r.runId === started.runId)) {
+      const placeholder: RunView = {
+        runId: started.runId,
+        settings,
+        status: 'starting',
+        step: 0,
+        totalSteps: settings.steps,
+        startedAt: new Date().toISOString(),
+        losses: [],
+        previews: [],
+      };
+      this.#runs = [...this.#runs, new RunTracker(placeholder)];
+    }
+    this.#activeRunId = started.runId;
+    return started.runId;
+  }
+
+  async pause(): Promise<void> {
+    const run = this.activeRun;
+    if (!run) return;
+    const done = await this.controlling.run(() => this.api.call('train.pause', { runId: run.runId }).then(() => true));
+    if (done) run.assume('paused');
+  }
+
+  async resume(): Promise<void> {
+    const run = this.activeRun;
+    if (!run) return;
+    const done = await this.controlling.run(() => this.api.call('train.resume', { runId: run.runId }).then(() => true));
+    if (done) run.assume('running');
+  }
+
+  async stop(): Promise<void> {
+    const run = this.activeRun;
+    if (!run) return;
+    await this.controlling.run(() => this.api.call('train.stop', { runId: run.runId }));
+  }
+
+  /** Which run the Live screen shows and the buttons control. */
+  showRun(runId: string): void {
+    this.#activeRunId = runId;
+  }
+
+  #setRuns(views: RunView[]): void {
+    const known = new Map(this.#runs.map((r) => [r.runId, r]));
+    this.#runs = views.map((view) => {
+      const tracker = known.get(view.runId);
+      if (!tracker) return new RunTracker(view);
+      tracker.replace(view);
+      return tracker;
+    });
+    if (!this.activeRun) {
+      const live = this.#runs.find((r) => r.active);
+      this.#activeRunId = (live ?? this.#runs.at(-1))?.runId ?? null;
+    }
+  }
+
+  #onEvent(event: TrainEvent): void {
+    const run = this.#runs.find((r) => r.runId === event.runId);
+    if (run) {
+      run.apply(event);
+      return;
+    }
+    // A run this page did not start (another window, or the CLI): fetch its whole record.
+    void this.refreshRuns();
+  }
+}
