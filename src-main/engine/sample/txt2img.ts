@@ -2,6 +2,10 @@
 // tokenize prompt and negative prompt, encode both, start from seeded unit noise, and for each
 // timestep run the UNet ONCE on the doubled batch [uncond x B, cond x B], apply classifier-free
 // guidance, step the scheduler; then VAE-decode latents / scaling_factor.
+// SDXL as StableDiffusionXLPipeline: two tokenizers and text encoders (penultimate states
+// concatenated, text_encoder_2's pooled projection as text_embeds), time ids (H, W, 0, 0, H, W)
+// from the image size, zero negative embeddings for an empty negative prompt where model_index.json
+// says force_zeros_for_empty_prompt, and the VAE in float32 where its config says force_upcast.
 //
 // A Generator holds the sessions (text encoder, UNet, VAE decoder), built once per shape and
 // reused across calls; the trainer's previews use the same object with its live LoRA weights.
@@ -22,8 +26,8 @@ import type { OpenedModel } from '../io/model-folder';
 import { canonicalTextKey, clipTextPrefixOf } from '../io/single-file-writer';
 import type { LoraComponent } from '../lora/lora-import';
 import { mergeIntoModel, type WeightedLora } from '../lora/merge';
-import { buildVaeDecoder } from '../models/autoencoder-kl';
-import { buildClipTextModel } from '../models/clip-text-model';
+import { buildVaeDecoder, vaeComputeDtype } from '../models/autoencoder-kl';
+import { buildClipTextModel, type ClipTextOutputs } from '../models/clip-text-model';
 import { buildUNet2DCondition } from '../models/unet-2d-condition';
 import { Params, type AttentionImpl } from '../nn/params';
 import type { ProviderName } from '../runtime/providers';
@@ -70,8 +74,16 @@ export interface GenerationRequest {
   clipSkip?: number;
   /** Unit-Gaussian starting latents [B, 4, h, w] instead of seeded noise (conformance with a reference). */
   initialLatents?: Float32Array;
-  /** Token ids [77] for the prompt and the negative prompt instead of the tokenizer's (conformance). */
-  promptIds?: { prompt: ArrayLike<number | bigint>; negative: ArrayLike<number | bigint> };
+  /**
+   * Token ids [77] for the prompt and the negative prompt instead of the tokenizer's (conformance);
+   * SDXL also takes tokenizer_2's ids (prompt2 required, negative2 defaults to negative).
+   */
+  promptIds?: {
+    prompt: ArrayLike<number | bigint>;
+    negative: ArrayLike<number | bigint>;
+    prompt2?: ArrayLike<number | bigint>;
+    negative2?: ArrayLike<number | bigint>;
+  };
   signal?: AbortSignal;
   onStep?: (step: { index: number; total: number }) => void | Promise<void>;
 }
@@ -91,6 +103,8 @@ export interface GeneratedImage {
 }
 
 const DEFAULTS = { steps: 20, guidance: 7.5, width: 512, height: 512, sampler: 'Euler a' as Sampler, clipSkip: 1 };
+/** StableDiffusionXLPipeline's defaults where they differ: guidance 5, 1024 px. */
+const SDXL_DEFAULTS = { ...DEFAULTS, guidance: 5, width: 1024, height: 1024 };
 
 const int64Ids = (ids: ArrayLike<number | bigint>, what: string): BigInt64Array => {
   if (ids.length !== 77) throw new Error(`${what}: ${ids.length} token ids, expected 77`);
@@ -102,8 +116,11 @@ export class Generator {
   private readonly unetSessions = new Map<string, Promise<Session>>();
   private readonly vaeSessions = new Map<string, Promise<Session>>();
   private readonly tokenizer: ClipTokenizer;
+  /** SDXL's second tokenizer (its own pad token). */
+  private readonly tokenizer2: ClipTokenizer | undefined;
   private readonly slots: readonly LoraSlotSpec[];
   private readonly textPrefix: string;
+  private readonly textPrefix2: string;
   private graphCounter = 0;
   /** Sessions created so far (tests check that a strength change builds none). */
   sessionsBuilt = 0;
@@ -112,11 +129,16 @@ export class Generator {
     private readonly model: OpenedModel,
     private readonly options: GeneratorOptions,
   ) {
-    if (model.kind === 'sdxl') throw new Error('generation with SDXL models is not implemented yet (SD 1.x and 2.x are)');
     if (!model.tokenizerDir) throw new Error('the model has no tokenizer folder (open single-file checkpoints with a tokenizerDir)');
     this.tokenizer = ClipTokenizer.fromFolder(model.tokenizerDir);
+    if (model.kind === 'sdxl') {
+      if (!model.textEncoder2) throw new Error('an SDXL model needs its second text encoder (text_encoder_2)');
+      // A single-file SDXL opened with one tokenizer folder: both CLIP tokenizers share the vocabulary.
+      this.tokenizer2 = ClipTokenizer.fromFolder(model.tokenizer2Dir ?? model.tokenizerDir);
+    }
     this.slots = options.loras ?? [];
     this.textPrefix = clipTextPrefixOf(model.textEncoder.weights.keys());
+    this.textPrefix2 = model.textEncoder2 ? clipTextPrefixOf(model.textEncoder2.weights.keys()) : '';
   }
 
   /** A generator over `model` (LoRAs in `options.merge` are merged into its weights first). */
@@ -143,28 +165,50 @@ export class Generator {
     return Session.create(serializeModel(graph), sessionOptions);
   }
 
+  private get sdxl(): boolean {
+    return this.model.kind === 'sdxl';
+  }
+
   private hookFor(component: LoraComponent): ReturnType<typeof slotHook> {
-    const canonical = component === 'unet' ? (m: string) => m : (m: string) => canonicalTextKey(m, this.textPrefix);
+    const prefix = component === 'textEncoder2' ? this.textPrefix2 : this.textPrefix;
+    const canonical = component === 'unet' ? (m: string) => m : (m: string) => canonicalTextKey(m, prefix);
     return slotHook(component, this.slots, canonical);
   }
 
-  /** Text encoder on input_ids [2, 77] -> hidden states [2, 77, C] after clip skip. */
+  /**
+   * Text encoder on input_ids [2, 77] -> hidden states [2, 77, C] after clip skip. SDXL: also
+   * input_ids_2 [2, 77]; hidden = both encoders' hidden_states[-(clipSkip + 1)] (no final norm)
+   * concatenated [2, 77, C1 + C2], and pooled [2, P] = text_encoder_2's projected pooled state.
+   */
   private textSession(clipSkip: number): Promise<Session> {
     let session = this.textSessions.get(clipSkip);
     if (!session) {
       const build = (): Promise<Session> => {
-        const { config, weights } = this.model.textEncoder;
-        if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > config.num_hidden_layers)
-          throw new Error(`clip skip ${clipSkip} is out of range (1 to ${config.num_hidden_layers})`);
         const g = new Graph('text_encoder');
-        const ids = g.input('input_ids', 'int64', [2, this.tokenizer.maxLength]);
-        const { hook, finish } = this.hookFor('textEncoder');
-        const p = new Params(g, weights.view((n) => n), { dtype: this.dtype, attention: this.options.attention, hook });
-        const out = buildClipTextModel(p, config, ids, { textModelPrefix: this.textPrefix, withProjection: false });
-        finish();
-        // A1111's clip skip (and diffusers' clip_skip + 1): the final norm applied to an earlier layer's output.
-        const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [2, 77, C]
-        g.output(op.cast(hidden, 'float32'), 'hidden');
+        const encode = (component: 'textEncoder' | 'textEncoder2', inputName: string, prefix: string, withProjection: boolean): ClipTextOutputs => {
+          const { config, weights } = component === 'textEncoder' ? this.model.textEncoder : this.model.textEncoder2!;
+          if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > config.num_hidden_layers - (this.sdxl ? 1 : 0))
+            throw new Error(`clip skip ${clipSkip} is out of range (1 to ${config.num_hidden_layers - (this.sdxl ? 1 : 0)})`);
+          const ids = g.input(inputName, 'int64', [2, this.tokenizer.maxLength]);
+          const { hook, finish } = this.hookFor(component);
+          const p = new Params(g, weights.view((n) => n), { dtype: this.dtype, attention: this.options.attention, hook });
+          const out = buildClipTextModel(p, config, ids, { textModelPrefix: prefix, withProjection });
+          finish();
+          return out;
+        };
+        if (this.sdxl) {
+          const first = encode('textEncoder', 'input_ids', this.textPrefix, false);
+          const second = encode('textEncoder2', 'input_ids_2', this.textPrefix2, true);
+          // diffusers' SDXL: hidden_states[-(clip_skip + 2)], our clip skip 1 = its None = the penultimate layer.
+          const pick = (out: ClipTextOutputs): Value => out.hiddenStates.at(-(clipSkip + 1))!; // [2, 77, Ci]
+          g.output(op.cast(op.concat([pick(first), pick(second)], -1), 'float32'), 'hidden'); // [2, 77, C1 + C2]
+          g.output(op.cast(second.textEmbeds!, 'float32'), 'pooled'); // [2, P]
+        } else {
+          const out = encode('textEncoder', 'input_ids', this.textPrefix, false);
+          // A1111's clip skip (and diffusers' clip_skip + 1): the final norm applied to an earlier layer's output.
+          const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [2, 77, C]
+          g.output(op.cast(hidden, 'float32'), 'hidden');
+        }
         return this.open(g);
       };
       session = Promise.resolve().then(build);
@@ -174,8 +218,8 @@ export class Generator {
     return session;
   }
 
-  /** UNet on sample [N, 4, h, w], timestep [1], encoder states [N, 77, C] -> [N, 4, h, w]. */
-  private unetSession(n: number, h: number, w: number, contextLength: number, contextWidth: number): Promise<Session> {
+  /** UNet on sample [N, 4, h, w], timestep [1], encoder states [N, 77, C] (SDXL: text_embeds [N, P], time_ids [N, 6]) -> [N, 4, h, w]. */
+  private unetSession(n: number, h: number, w: number, contextLength: number, contextWidth: number, pooledWidth = 0): Promise<Session> {
     const key = `${n}x${h}x${w}`;
     let session = this.unetSessions.get(key);
     if (!session) {
@@ -185,10 +229,13 @@ export class Generator {
         const sample = g.input('sample', 'float32', [n, config.in_channels, h, w]);
         const timestep = g.input('timestep', 'float32', [1]);
         const context = g.input('encoder_hidden_states', 'float32', [n, contextLength, contextWidth]);
+        const addedCond = this.sdxl
+          ? { textEmbeds: g.input('text_embeds', 'float32', [n, pooledWidth]), timeIds: g.input('time_ids', 'float32', [n, 6]) } // [N, P], [N, 6]
+          : undefined;
         const { hook, finish } = this.hookFor('unet');
         const source = weights.view((name) => name);
         const p = new Params(g, source, { dtype: this.dtype, attention: this.options.attention, hook });
-        const out: Value = buildUNet2DCondition(p, config, { sample, timestep, encoderHiddenStates: context }); // [N, 4, h, w]
+        const out: Value = buildUNet2DCondition(p, config, { sample, timestep, encoderHiddenStates: context, addedCond }); // [N, 4, h, w]
         source.assertAllTaken();
         finish();
         g.output(op.cast(out, 'float32'), 'noise');
@@ -210,8 +257,9 @@ export class Generator {
         const { config, weights } = this.model.vae;
         const g = new Graph('vae_decoder');
         const latents = g.input('latents', 'float32', [1, config.latent_channels, h, w]);
-        const p = new Params(g, weights.view((name) => name), { dtype: this.dtype, attention: this.options.attention });
-        g.output(op.cast(buildVaeDecoder(p, config, latents), 'float32'), 'image');
+        const dtype = vaeComputeDtype(config, this.dtype); // float32 where force_upcast (SDXL's VAE overflows float16)
+        const p = new Params(g, weights.view((name) => name), { dtype, attention: this.options.attention });
+        g.output(op.cast(buildVaeDecoder(p, config, op.cast(latents, dtype)), 'float32'), 'image');
         return this.open(g);
       };
       session = Promise.resolve().then(build);
@@ -223,12 +271,13 @@ export class Generator {
 
   /** Images for `request`, one per seed; `loras` (default request-less: none) fill the slots. */
   async generate(request: GenerationRequest, loras: readonly LoraApplication[] = []): Promise<GeneratedImage[]> {
-    const steps = request.steps ?? DEFAULTS.steps;
-    const guidance = request.guidance ?? DEFAULTS.guidance;
-    const width = request.width ?? DEFAULTS.width;
-    const height = request.height ?? DEFAULTS.height;
-    const sampler = request.sampler ?? DEFAULTS.sampler;
-    const clipSkip = request.clipSkip ?? DEFAULTS.clipSkip;
+    const defaults = this.sdxl ? SDXL_DEFAULTS : DEFAULTS;
+    const steps = request.steps ?? defaults.steps;
+    const guidance = request.guidance ?? defaults.guidance;
+    const width = request.width ?? defaults.width;
+    const height = request.height ?? defaults.height;
+    const sampler = request.sampler ?? defaults.sampler;
+    const clipSkip = request.clipSkip ?? defaults.clipSkip;
     const negative = request.negativePrompt ?? '';
     const factor = 2 ** (this.model.vae.config.block_out_channels.length - 1);
     const unetFactor = 2 ** (this.model.unet.config.block_out_channels.length - 1) * factor;
@@ -242,22 +291,38 @@ export class Generator {
     for (const s of seeds) if (!Number.isSafeInteger(s) || s < 0) throw new Error(`seed ${s} must be a non-negative integer`);
     for (const a of loras) slotIndex(this.slots, a.slot);
 
-    // 1. text: prompt and negative prompt in one text-encoder call.
-    const ids = request.promptIds
-      ? [int64Ids(request.promptIds.prompt, 'promptIds.prompt'), int64Ids(request.promptIds.negative, 'promptIds.negative')]
-      : [this.tokenizer.encode(request.prompt), this.tokenizer.encode(negative)].map((row) => BigInt64Array.from(row, (v) => BigInt(v)));
+    // 1. text: prompt and negative prompt in one text-encoder call (SDXL: both encoders in it).
+    const toIds = (tokenizer: ClipTokenizer, text: string): BigInt64Array => BigInt64Array.from(tokenizer.encode(text), (v) => BigInt(v));
+    const given = request.promptIds;
+    const ids = given
+      ? [int64Ids(given.prompt, 'promptIds.prompt'), int64Ids(given.negative, 'promptIds.negative')]
+      : [toIds(this.tokenizer, request.prompt), toIds(this.tokenizer, negative)];
     const length = this.tokenizer.maxLength;
     const text = await this.textSession(clipSkip);
     const textInputs = new Set(text.inputNames);
-    const input_ids: HostTensor = { dtype: 'int64', shape: [2, length], data: BigInt64Array.from([...ids[0]!, ...ids[1]!]) };
-    const hidden = (await text.run({ input_ids, ...slotFeeds('textEncoder', this.slots, loras, textInputs) })).hidden!;
+    const textFeeds: Record<string, HostTensor> = {
+      input_ids: { dtype: 'int64', shape: [2, length], data: BigInt64Array.from([...ids[0]!, ...ids[1]!]) },
+      ...slotFeeds('textEncoder', this.slots, loras, textInputs),
+    };
+    if (this.sdxl) {
+      if (given && !given.prompt2) throw new Error('promptIds: an SDXL model also needs prompt2 (tokenizer_2 ids)');
+      const ids2 = given
+        ? [int64Ids(given.prompt2!, 'promptIds.prompt2'), int64Ids(given.negative2 ?? given.negative, 'promptIds.negative2')]
+        : [toIds(this.tokenizer2!, request.prompt), toIds(this.tokenizer2!, negative)];
+      textFeeds.input_ids_2 = { dtype: 'int64', shape: [2, length], data: BigInt64Array.from([...ids2[0]!, ...ids2[1]!]) };
+      Object.assign(textFeeds, slotFeeds('textEncoder2', this.slots, loras, textInputs));
+    }
+    const encoded = await text.run(textFeeds);
+    const hidden = encoded.hidden!;
     const [, , contextWidth] = hidden.shape as [number, number, number];
     const rowSize = length * contextWidth;
+    const guided = guidance > 1;
+    // SDXL with force_zeros_for_empty_prompt: an empty negative prompt is all-zero embeddings, not "" encoded.
+    const zeroNegative = this.sdxl && guided && negative === '' && this.model.modelIndex.force_zeros_for_empty_prompt === true;
     const condRow = (hidden.data as Float32Array).subarray(0, rowSize);
-    const uncondRow = (hidden.data as Float32Array).subarray(rowSize, 2 * rowSize);
+    const uncondRow = zeroNegative ? new Float32Array(rowSize) : (hidden.data as Float32Array).subarray(rowSize, 2 * rowSize);
 
     // 2. the UNet batch: [uncond x B, cond x B] with guidance (diffusers' order), [cond x B] without.
-    const guided = guidance > 1;
     const n = guided ? 2 * batch : batch;
     const context = new Float32Array(n * rowSize);
     for (let i = 0; i < n; i++) context.set(guided && i < batch ? uncondRow : condRow, i * rowSize);
@@ -265,7 +330,22 @@ export class Generator {
     const w = width / factor;
     const channels = this.model.unet.config.in_channels;
     const perImage = channels * h * w;
-    const unet = await this.unetSession(n, h, w, length, contextWidth);
+    // SDXL: text_embeds (pooled) per row in the same order, and time ids (H, W, 0, 0, H, W) for every row.
+    const addedFeeds: Record<string, HostTensor> = {};
+    let pooledWidth = 0;
+    if (this.sdxl) {
+      const pooled = encoded.pooled!.data as Float32Array; // [2, P]
+      pooledWidth = encoded.pooled!.shape[1]!;
+      const condPooled = pooled.subarray(0, pooledWidth);
+      const uncondPooled = zeroNegative ? new Float32Array(pooledWidth) : pooled.subarray(pooledWidth, 2 * pooledWidth);
+      const textEmbeds = new Float32Array(n * pooledWidth); // [N, P]
+      for (let i = 0; i < n; i++) textEmbeds.set(guided && i < batch ? uncondPooled : condPooled, i * pooledWidth);
+      const timeIds = new Float32Array(n * 6); // [N, 6]: original size, crop top-left, target size
+      for (let i = 0; i < n; i++) timeIds.set([height, width, 0, 0, height, width], i * 6);
+      addedFeeds.text_embeds = { dtype: 'float32', shape: [n, pooledWidth], data: textEmbeds };
+      addedFeeds.time_ids = { dtype: 'float32', shape: [n, 6], data: timeIds };
+    }
+    const unet = await this.unetSession(n, h, w, length, contextWidth, pooledWidth);
     const unetLoraFeeds = slotFeeds('unet', this.slots, loras, new Set(unet.inputNames));
 
     // 3. one scheduler and one random stream per image, so an image depends only on its seed.
@@ -297,6 +377,7 @@ export class Generator {
         sample: { dtype: 'float32', shape: [n, channels, h, w], data: sample },
         timestep: { dtype: 'float32', shape: [1], data: Float32Array.of(t) },
         encoder_hidden_states: { dtype: 'float32', shape: [n, length, contextWidth], data: context },
+        ...addedFeeds,
         ...unetLoraFeeds,
       });
       const noise = result.noise!.data as Float32Array;

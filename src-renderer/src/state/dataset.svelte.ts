@@ -17,6 +17,7 @@ export function problemCounts(item: DatasetItemView): { error: number; warning: 
 }
 
 export class DatasetState {
+  #folderInput = $state.raw('');
   #view = $state.raw<DatasetView | null>(null);
   #filter = $state.raw<DatasetFilter>('all');
   #selected = $state.raw<string | null>(null);
@@ -44,6 +45,14 @@ export class DatasetState {
     /** The training resolution, which decides the bucket summary. */
     private readonly resolution: () => number | undefined,
   ) {}
+
+  /** The folder path as typed in the Dataset folder field. */
+  get folderInput(): string {
+    return this.#folderInput;
+  }
+  setFolderInput(path: string): void {
+    this.#folderInput = path;
+  }
 
   get view(): DatasetView | null {
     return this.#view;
@@ -102,6 +111,7 @@ export class DatasetState {
       this.#lastChanged = null;
     }
     this.#setView(view);
+    this.#folderInput = view.folder;
     return true;
   }
 

@@ -1,7 +1,15 @@
-// App-wide state: what the back end reported about itself, and which screen is showing.
+// App-wide state: what the back end reported about itself, which screen is showing, and each
+// screen's own state (kept here so that switching tabs loses nothing).
 import type { AppInfo } from '../../../src-main/api/contract';
 import type { ApiClient } from '../lib/api-client';
+import { describeError } from '../lib/errors';
 import { SCREENS, type ScreenId } from '../screens/screens';
+import { DatasetState } from './dataset.svelte';
+import { ExportState } from './exporting.svelte';
+import { GenerateState } from './generation.svelte';
+import { ModelState, nativeResolution } from './models.svelte';
+import { SettingsState } from './settings.svelte';
+import { TrainingState } from './training.svelte';
 
 export class StudioState {
   #info = $state.raw<AppInfo | null>(null);
@@ -9,7 +17,29 @@ export class StudioState {
   #screen = $state.raw<ScreenId>(SCREENS[0].id);
   #roots = $state.raw<string[]>([]);
 
-  constructor(readonly api: ApiClient) {}
+  readonly dataset: DatasetState;
+  readonly models: ModelState;
+  readonly training: TrainingState;
+  readonly generation: GenerateState;
+  readonly exporting: ExportState;
+  readonly settings: SettingsState;
+
+  constructor(readonly api: ApiClient) {
+    this.models = new ModelState(api);
+    this.settings = new SettingsState(api);
+    const modelId = () => this.models.selectedId;
+    const modelResolution = () => nativeResolution(this.models.selected);
+    this.training = new TrainingState(api, {
+      datasetFolder: () => this.dataset.folder,
+      modelId,
+      modelResolution,
+      defaultDevice: () => this.settings.saved?.device ?? null,
+      roots: () => this.#roots,
+    });
+    this.dataset = new DatasetState(api, () => this.training.settings.resolution);
+    this.generation = new GenerateState(api, { modelId, modelResolution });
+    this.exporting = new ExportState(api, modelId);
+  }
 
   get info(): AppInfo | null {
     return this.#info;
@@ -24,7 +54,10 @@ export class StudioState {
     return this.#roots;
   }
 
-  /** Fetches app.info and the opened folders, and follows later changes to the folders. */
+  /**
+   * Fetches app.info and the opened folders, and follows later changes to the folders; then each
+   * screen's data. A screen whose back-end methods fail shows that failure; the others still work.
+   */
   async load(): Promise<void> {
     this.api.on('fs.rootsChanged', ({ roots }) => {
       this.#roots = roots;
@@ -35,11 +68,27 @@ export class StudioState {
       this.#roots = roots;
       this.#loadError = null;
     } catch (err) {
-      this.#loadError = err instanceof Error ? err.message : String(err);
+      this.#loadError = describeError(err);
+      return;
     }
+    await Promise.all([this.models.load(), this.training.load(), this.settings.load()]);
+    await this.#restoreProject();
   }
 
   show(screen: ScreenId): void {
     this.#screen = screen;
+  }
+
+  /** Picks up where the project left off: its dataset, model and settings. */
+  async #restoreProject(): Promise<void> {
+    let project;
+    try {
+      project = await this.api.call('project.get');
+    } catch {
+      return; // no project support: nothing to restore, and every screen works without it
+    }
+    if (project.model && this.models.models.some((m) => m.id === project.model)) this.models.select(project.model);
+    if (project.settings) this.training.restore(project.settings);
+    if (project.datasetFolder && !this.dataset.view) await this.dataset.open(project.datasetFolder);
   }
 }

@@ -1,0 +1,182 @@
+// From the studio's TrainSettingsView to the engine's TrainSettings: defaults for what the page
+// left out, the presets, and the time / memory estimate shown before a run.
+import { statSync } from 'node:fs';
+import type { OpenedModel } from '../engine/io/model-folder';
+import { DEFAULT_TRAIN_SETTINGS, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
+import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
+import { ApiError } from './errors';
+import { EMBEDDED_MODEL_ID } from './views';
+
+const d = DEFAULT_TRAIN_SETTINGS;
+
+/** Every field of a TrainSettingsView, for what the caller left out (the embedded model's scale). */
+export function defaultSettingsView(): TrainSettingsView {
+  return {
+    images: '',
+    model: EMBEDDED_MODEL_ID,
+    out: '',
+    rank: d.rank,
+    alpha: d.alpha,
+    steps: d.steps,
+    lr: d.lr,
+    batch: d.batch,
+    resolution: d.resolution,
+    seed: d.seed,
+    device: d.device,
+    saveEvery: d.saveEvery,
+    targets: d.targets,
+    lrSchedule: d.lrSchedule,
+    warmupSteps: d.warmupSteps,
+    gradAccum: d.gradAccum,
+    minSnrGamma: null,
+    noiseOffset: d.noiseOffset,
+    maxGradNorm: d.maxGradNorm,
+    trigger: null,
+    previews: [],
+    previewEvery: 0,
+  };
+}
+
+export function fillSettingsView(given: Partial<TrainSettingsView> | undefined): TrainSettingsView {
+  if (typeof given !== 'object' || given === null) throw new ApiError('bad-request', 'Expected training settings.');
+  const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+  return { ...defaultSettingsView(), ...defined } as TrainSettingsView;
+}
+
+export const TRAIN_PRESETS: TrainPreset[] = [
+  {
+    id: 'tiny-quick-try',
+    name: 'Tiny (embedded model, quick try)',
+    description: 'The embedded 64 px test model on the CPU: a whole run in seconds, to see the studio work end to end. Its images are noise-like; it is not a real model.',
+    settings: { model: EMBEDDED_MODEL_ID, resolution: 64, rank: 4, alpha: 4, steps: 200, lr: 1e-3, batch: 1, device: 'cpu', targets: 'attention', lrSchedule: 'constant', saveEvery: 50, previewEvery: 50 },
+  },
+  {
+    id: 'style-sd15',
+    name: 'Style LoRA (SD1.5)',
+    description: 'A style or subject on Stable Diffusion 1.5 at 512 px: rank 16, 1e-4 with cosine decay, min-SNR 5; about 100 steps per training image.',
+    settings: { resolution: 512, rank: 16, alpha: 8, steps: 2000, lr: 1e-4, batch: 2, targets: 'transformer', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, noiseOffset: 0.05, saveEvery: 250, previewEvery: 250, device: 'cuda' },
+  },
+  {
+    id: 'sd2',
+    name: 'SD2.x',
+    description: 'Stable Diffusion 2.x (768 px, v-prediction for the 768 models): rank 16, 5e-5, cosine decay, min-SNR 5.',
+    settings: { resolution: 768, rank: 16, alpha: 8, steps: 2000, lr: 5e-5, batch: 1, gradAccum: 2, targets: 'transformer', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, saveEvery: 250, previewEvery: 250, device: 'cuda' },
+  },
+];
+
+/** The engine's settings for a run (paths already checked by the PathGuard). */
+export function engineSettings(view: TrainSettingsView, folders: { modelsDir: string; cacheDir: string }, resume?: string): TrainSettings {
+  if (!view.images) throw new ApiError('bad-request', 'Choose the dataset folder (settings.images) first.');
+  if (!view.out) throw new ApiError('bad-request', 'Choose where to write the LoRA (settings.out, a .safetensors file) first.');
+  try {
+    return resolveTrainSettings({
+      images: view.images,
+      out: view.out,
+      model: !view.model || view.model === EMBEDDED_MODEL_ID ? undefined : view.model,
+      modelsDir: folders.modelsDir,
+      cacheDir: folders.cacheDir,
+      rank: view.rank,
+      alpha: view.alpha,
+      targets: view.targets,
+      steps: view.steps,
+      lr: view.lr,
+      lrSchedule: view.lrSchedule,
+      warmupSteps: view.warmupSteps,
+      batch: view.batch,
+      gradAccum: view.gradAccum,
+      maxGradNorm: view.maxGradNorm ?? 0,
+      resolution: view.resolution,
+      minSnrGamma: view.minSnrGamma ?? 0,
+      noiseOffset: view.noiseOffset,
+      seed: view.seed,
+      saveEvery: view.saveEvery,
+      trigger: view.trigger ?? undefined,
+      device: view.device,
+      resume,
+      // Step events every step: the studio draws every loss point.
+      logEvery: 1,
+    });
+  } catch (error) {
+    if (error instanceof TrainSettingsError) throw new ApiError('bad-settings', `Training settings: ${error.message}.`);
+    throw error;
+  }
+}
+
+export function checkPreviews(view: TrainSettingsView): void {
+  if (!Number.isInteger(view.previewEvery) || view.previewEvery < 0) throw new ApiError('bad-settings', `Training settings: previewEvery must be a whole number from 0 up, got ${view.previewEvery}.`);
+  if (!Array.isArray(view.previews)) throw new ApiError('bad-settings', 'Training settings: previews must be a list of prompts.');
+  view.previews.forEach((p, i) => {
+    if (typeof p?.prompt !== 'string') throw new ApiError('bad-settings', `Training settings: preview ${i + 1} needs a prompt.`);
+    if (!Number.isSafeInteger(p.seed) || p.seed < 0) throw new ApiError('bad-settings', `Training settings: preview ${i + 1}'s seed must be a whole number from 0 up, got ${p.seed}.`);
+    if (!Number.isInteger(p.steps) || p.steps < 1 || p.steps > 150) throw new ApiError('bad-settings', `Training settings: preview ${i + 1}'s steps must be from 1 to 150, got ${p.steps}.`);
+    if (!Number.isFinite(p.guidance)) throw new ApiError('bad-settings', `Training settings: preview ${i + 1}'s guidance must be a number.`);
+  });
+}
+
+// ---------------------------------------------------------------- estimate
+//
+// Time: training FLOPs per image (torch's count for an SD1.5 UNet LoRA step at 512 px: 1.79
+// TFLOP, /work/shared FACTS) scaled by pixels and by UNet size, divided by an assumed sustained
+// rate per provider. Memory: the UNet's weights as the engine builds them (float32) plus
+// activations proportional to batch x resolution^2 x UNet width. The constants are assumptions
+// until the benchmarks measure them (see `notes`).
+
+const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
+const SD15_UNET_PARAMS = 859.5e6;
+/** Assumed sustained TFLOP/s of the engine's training step per provider (PyTorch reference: 9.8 on an H100 at batch 1). */
+const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 10, webgpu: 1, dml: null, cpu: 0.05 };
+/** Measured: the embedded model trains about 70 steps/s at 64 px, batch 1, on a 2-core CPU (lora-studio train, 2026-11). */
+const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
+/** Activations of a float32 SD1.5 step per image at 512 px: about 2.2 GiB (2x PyTorch's fp16 1.1 GiB per image, BENCHMARKS.md). */
+const ACTIVATION_GIB_PER_IMAGE_512_AT_WIDTH_320 = 2.2;
+/** The process's own share (onnxruntime, Node, caches): measured RSS of the tiny run, about 0.3 GiB. */
+const BASE_PROCESS_GIB = 0.3;
+
+export function estimateRun(
+  view: TrainSettingsView,
+  samplesPerEpoch: number,
+  model: { opened: OpenedModel; embedded: boolean },
+): TrainEstimate {
+  const notes: string[] = [];
+  const samplesPerStep = view.batch * view.gradAccum;
+  const epochs = samplesPerEpoch > 0 ? (view.steps * samplesPerStep) / samplesPerEpoch : 0;
+  if (samplesPerEpoch === 0) notes.push('The dataset has no trainable images yet.');
+
+  const unet = model.opened.unet;
+  let params = 0;
+  for (const key of unet.weights.keys()) params += unet.weights.entry(key)!.shape.reduce((a, b) => a * b, 1);
+  const width = unet.config.block_out_channels[0] ?? 320;
+  const pixels = (view.resolution / 512) ** 2;
+
+  let seconds: number | null;
+  if (model.embedded && view.device === 'cpu') {
+    seconds = view.steps * samplesPerStep * TINY_CPU_SECONDS_PER_SAMPLE * (view.resolution / 64) ** 2;
+    notes.push('Time: measured speed of the embedded model on a 2-core CPU (about 70 steps/s at 64 px), scaled by batch and pixels.');
+  } else {
+    const tflops = ASSUMED_TFLOPS[view.device];
+    const tflopPerStep = SD15_STEP_TFLOP_PER_IMAGE_512 * pixels * (params / SD15_UNET_PARAMS) * samplesPerStep;
+    seconds = tflops === null ? null : (view.steps * tflopPerStep) / tflops;
+    notes.push(
+      `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at an assumed ${tflops ?? '?'} TFLOP/s on ${view.device}; not yet measured for this engine.`,
+    );
+  }
+  const previewImages = view.previewEvery > 0 ? (Math.floor(view.steps / view.previewEvery) + 1) * view.previews.length : 0;
+  if (previewImages > 0) notes.push(`Previews: ${previewImages} image(s) (${view.previews.length} prompt(s) at the start and every ${view.previewEvery} steps) add to the time.`);
+
+  const weightsGiB = (params * 4) / 2 ** 30;
+  const activationsGiB = ACTIVATION_GIB_PER_IMAGE_512_AT_WIDTH_320 * view.batch * pixels * (width / 320);
+  const peakMemoryGiB = weightsGiB + activationsGiB + BASE_PROCESS_GIB;
+  notes.push(
+    `Memory: UNet weights in float32 ${weightsGiB.toFixed(2)} GiB + activations ${activationsGiB.toFixed(2)} GiB (2.2 GiB per 512 px image at SD width, x batch ${view.batch}) + ${BASE_PROCESS_GIB} GiB for the process; a first model, to be replaced by measured peaks.`,
+  );
+  return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
+}
+
+/** Size of a file or 0 (for messages). */
+export function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
