@@ -6,9 +6,10 @@
 //   CaseResult / CaseStatus                         one row of the runner's table
 //   compareClose(name, actual, expected, tol)       numpy.allclose-style row
 //   compareNormRelative(name, pairs, bound)         ||ours - ref|| / ||ref|| row
-//   caseTensor(ctx, key), floatsOf(t), floatFeed(t), noteOf(ctx, key)
+//   readCaseFile(file), caseTensor(ctx, key), floatsOf(t), floatFeed(t), int64Feed(t), noteOf(ctx, key)
+import { readFileSync } from 'node:fs';
 import type { OpenedModel } from '../io/model-folder';
-import type { SafetensorsDType } from '../io/safetensors';
+import { decodeSafetensors, type SafetensorsDType } from '../io/safetensors';
 import type { HostTensor } from '../runtime/session';
 
 export interface CaseTensor {
@@ -59,6 +60,24 @@ export interface CaseFamily {
   /** Whether `key` of cases.safetensors is read or checked by this family. */
   claims(key: string): boolean;
   run(ctx: ConformanceContext): Promise<CaseResult[]>;
+}
+
+/** Every tensor of a (small) reference safetensors file in memory: F32, F64, I32, I64. */
+export function readCaseFile(file: string): Map<string, CaseTensor> {
+  const { tensors } = decodeSafetensors(readFileSync(file), file);
+  const out = new Map<string, CaseTensor>();
+  for (const [name, t] of tensors) {
+    const raw = t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.byteLength); // aligned copy
+    const data =
+      t.dtype === 'F32' ? new Float32Array(raw)
+      : t.dtype === 'F64' ? new Float64Array(raw)
+      : t.dtype === 'I32' ? new Int32Array(raw)
+      : t.dtype === 'I64' ? new BigInt64Array(raw)
+      : undefined;
+    if (!data) throw new Error(`${file}: tensor "${name}" has dtype ${t.dtype}; reference files hold F32, F64, I32 or I64`);
+    out.set(name, { dtype: t.dtype, shape: [...t.shape], data });
+  }
+  return out;
 }
 
 export function caseTensor(ctx: ConformanceContext, key: string): CaseTensor {
