@@ -1,12 +1,17 @@
 // `npm run bench`: the real LoRA training step (UNet forward, loss, our backward to the LoRA
-// tensors, AdamW) timed on a chosen device. With `--model sd15` it builds the SD1.5 UNet at real
-// size from its config with seeded random weights (the compute of the real checkpoint); the default
-// `--model tiny` uses the embedded tiny model, which gives the CI-machine figures on the CPU.
+// tensors, AdamW) timed on a chosen device. With `--model sd15` or `--model sdxl` it builds the UNet
+// at real size from its config with seeded random weights (the compute of the real checkpoint);
+// SDXL's step also takes text_embeds [B, 1280] and time ids [B, 6], and 2048-wide text states.
+// The default `--model tiny` uses the embedded tiny model, `--model tiny-sdxl` a tiny SDXL (the
+// golden tiny-sdxl topology, seeded weights): the CI-machine figures on the CPU.
+// `--build-only` builds and serialises the step graph and reports its size, FLOPs and build time
+// without weights or a session (so `--model sdxl --device cuda --build-only` checks the real-size
+// float16 SDXL graph on a machine without a GPU).
 // Prints one JSON object per configuration and a summary array at the end.
 //
-//   npm run bench -- [--model tiny|sd15] [--device cpu|cuda|webgpu] [--batch 1,4] [--steps 20]
-//                    [--resolution 512] [--rank 16] [--attention fused|composite] [--optimization all]
-//                    [--json FILE]
+//   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
+//                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
+//                    [--optimization all] [--build-only] [--json FILE]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
@@ -14,7 +19,9 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { countFlops } from '../src-main/engine/graph/flops';
-import { saveModel } from '../src-main/engine/graph/onnx-model';
+import { BYTES_PER_ELEMENT, type DType } from '../src-main/engine/graph/dtype';
+import { saveModel, serializeModel } from '../src-main/engine/graph/onnx-model';
+import type { Shape } from '../src-main/engine/graph/shape';
 import { Graph } from '../src-main/engine/graph/graph';
 import { openModelFolder } from '../src-main/engine/io/model-folder';
 import { writeSafetensors } from '../src-main/engine/io/safetensors';
@@ -27,9 +34,9 @@ import { Session, type HostTensor, type OptimizationLevel } from '../src-main/en
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
-import { buildTrainStepGraph } from '../src-main/engine/train/train-step-graph';
-import type { WeightLocator } from '../src-main/engine/nn/params';
-import { SD15 } from './model-configs';
+import { addedCondShapeOf, buildTrainStepGraph } from '../src-main/engine/train/train-step-graph';
+import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
+import { SD15, SDXL, TINY_SDXL } from './model-configs';
 
 const { values: args } = parseArgs({
   options: {
@@ -47,42 +54,67 @@ const { values: args } = parseArgs({
     'allow-cpu-fallback': { type: 'boolean', default: false },
     'ort-log-level': { type: 'string', default: '3' },
     profile: { type: 'boolean', default: false },
+    'build-only': { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
 });
 
 const H100_DENSE_FP16_TFLOPS = 989;
+const MODELS = ['tiny', 'tiny-sdxl', 'sd15', 'sdxl'];
+if (!MODELS.includes(args.model!)) throw new Error(`--model must be one of ${MODELS.join(', ')}, got ${args.model}`);
 const device = args.device as ProviderName;
-const realSize = args.model === 'sd15';
+const realSize = args.model === 'sd15' || args.model === 'sdxl';
+const buildOnly = args['build-only']!;
 const dtype = (args.precision ?? (device === 'cpu' ? 'float32' : 'float16')) as 'float32' | 'float16';
-const batches = (args.batch ?? (realSize ? '1,4' : '1,4')).split(',').map(Number);
-const resolution = Number(args.resolution ?? (realSize ? 512 : 64));
+const batches = (args.batch ?? '1,4').split(',').map(Number);
+const resolution = Number(args.resolution ?? (args.model === 'sdxl' ? 1024 : realSize ? 512 : 64));
 const cacheDir = args['cache-dir']!;
 mkdirSync(cacheDir, { recursive: true });
 
-/** The UNet config and a weight source: seeded random SD1.5 at real size, or the embedded tiny model. */
-function prepareModel(): { config: UNet2DConditionConfig; weights: () => WeightLocator; contextDim: number; scheduler: Record<string, unknown> } {
-  const sd15Schedule = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, prediction_type: 'epsilon' };
-  if (!realSize) {
-    const model = openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models')));
-    return { config: model.unet.config, weights: () => openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models'))).unet.weights, contextDim: model.unet.config.cross_attention_dim as number, scheduler: sd15Schedule };
+/** Every weight at offset 0 of one never-read file (--build-only: building and serialising only list locations). */
+class FabricatedLocator implements WeightLocator {
+  take(_name: string, shape: Shape): TensorLocation {
+    const elements = shape.reduce((a, b) => a * b, 1);
+    const weightDtype: DType = dtype === 'float16' ? 'float16' : 'float32';
+    return { dtype: weightDtype, shape, data: { kind: 'file', path: '/nonexistent/unet.safetensors', offset: 0, length: elements * BYTES_PER_ELEMENT[weightDtype] } };
   }
+}
+
+/** A seeded random UNet weight file for `config` in the cache (written once per config and dtype). */
+function randomUNetFile(name: string, config: UNet2DConditionConfig, contextDim: number): string {
   const dtypeTag = dtype === 'float16' ? 'F16' : 'F32';
-  const file = join(cacheDir, `sd15-unet-random-${dtypeTag}.safetensors`);
+  const file = join(cacheDir, `${name}-unet-random-${dtypeTag}.safetensors`);
   if (!existsSync(file)) {
     const t = performance.now();
+    const added = addedCondShapeOf(config);
     const tensors = randomWeightsFor(1234, (p) => {
       const g = p.graph;
-      buildUNet2DCondition(p, SD15, {
+      buildUNet2DCondition(p, config, {
         sample: g.input('sample', 'float32', [1, 4, 64, 64]),
         timestep: g.input('t', 'float32', [1]),
-        encoderHiddenStates: g.input('ehs', 'float32', [1, 77, 768]),
+        encoderHiddenStates: g.input('ehs', 'float32', [1, 77, contextDim]),
+        addedCond: added && { textEmbeds: g.input('te', 'float32', [1, added.textEmbedsDim]), timeIds: g.input('ids', 'float32', [1, added.timeIds]) },
       });
     }, dtypeTag);
     writeSafetensors(file, tensors, { format: 'pt' });
-    console.error(`wrote seeded random SD1.5 UNet weights to ${file} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    console.error(`wrote seeded random ${name} UNet weights to ${file} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
-  return { config: SD15, weights: () => WeightSource.open([file]), contextDim: 768, scheduler: sd15Schedule };
+  return file;
+}
+
+/** The UNet config and a weight source: seeded random SD1.5 / SDXL at real size, a tiny SDXL, or the embedded tiny model. */
+function prepareModel(): { config: UNet2DConditionConfig; weights: () => WeightLocator; contextDim: number; scheduler: Record<string, unknown> } {
+  const sdSchedule = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, prediction_type: 'epsilon' };
+  if (args.model === 'tiny') {
+    const model = openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models')));
+    const weights = buildOnly ? () => new FabricatedLocator() : () => openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models'))).unet.weights;
+    return { config: model.unet.config, weights, contextDim: model.unet.config.cross_attention_dim as number, scheduler: sdSchedule };
+  }
+  const config = args.model === 'sd15' ? SD15 : args.model === 'sdxl' ? SDXL : TINY_SDXL;
+  const contextDim = config.cross_attention_dim as number; // 768, 2048 (both SDXL encoders), 64
+  if (buildOnly) return { config, weights: () => new FabricatedLocator(), contextDim, scheduler: sdSchedule };
+  const file = randomUNetFile(args.model!, config, contextDim);
+  return { config, weights: () => WeightSource.open([file]), contextDim, scheduler: sdSchedule };
 }
 
 /** Peak GPU memory of this process, polled with nvidia-smi (the CUDA provider exposes no counter). */
@@ -155,13 +187,14 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const latent = resolution / 8;
   const schedule = NoiseSchedule.fromConfig(model.scheduler as never);
   const rank = Number(args.rank);
+  const addedCond = addedCondShapeOf(model.config); // SDXL: text_embeds [B, 1280], time ids [B, 6]
   const t0 = performance.now();
   const step = buildTrainStepGraph({
     unetConfig: model.config,
     weights: model.weights(),
     build: { dtype, attention: args.attention as 'fused' | 'composite' },
     lora: { rank, alpha: rank, targets: unetTargets('attention') },
-    shape: { batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: model.contextDim },
+    shape: { batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: model.contextDim, ...(addedCond ? { addedCond } : {}) },
     loss: { prediction: 'epsilon' },
     alphasCumprod: schedule.alphasCumprod,
     adamw: DEFAULT_ADAMW,
@@ -169,6 +202,31 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   });
   const buildMs = performance.now() - t0;
   const flops = countFlops(step.graph);
+  if (buildOnly) {
+    const t1 = performance.now();
+    const proto = serializeModel(step.graph);
+    const result = {
+      model: args.model,
+      buildOnly: true,
+      date: new Date().toISOString().slice(0, 10),
+      resolution,
+      batch,
+      precision: dtype,
+      attention: args.attention,
+      loraRank: rank,
+      loraParameters: step.layout.size,
+      loraModules: step.network.modules.length,
+      inputs: step.inputs,
+      nodes: step.graph.nodes.length,
+      protoMiB: +(proto.bytes.byteLength / 2 ** 20).toFixed(1),
+      buildS: +(buildMs / 1000).toFixed(2),
+      serializeS: +((performance.now() - t1) / 1000).toFixed(2),
+      tflopPerStep: +(flops / 1e12).toFixed(4),
+      peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
+    };
+    console.log(JSON.stringify(result));
+    return result;
+  }
   const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}`);
   const serializeMs = performance.now() - t0 - buildMs;
   const poller = gpuMemoryPoller();
@@ -191,6 +249,11 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt((i * 397 + 11) % 1000)) },
     [step.inputs.encoderHiddenStates]: f32([batch, 77, model.contextDim], randn(batch * 77 * model.contextDim, 3)),
   };
+  if (addedCond) {
+    // SDXL micro-conditioning of a square image at the bench resolution, uncropped.
+    feeds[step.inputs.textEmbeds!] = f32([batch, addedCond.textEmbedsDim], randn(batch * addedCond.textEmbedsDim, 4));
+    feeds[step.inputs.timeIds!] = f32([batch, 6], Float32Array.from({ length: batch * 6 }, (_, i) => [resolution, resolution, 0, 0, resolution, resolution][i % 6]!));
+  }
   if (step.lossScaling) feeds[step.lossScaling.scale] = f32([], Float32Array.of(1024));
   const size = step.layout.size;
   const params = new Float32Array(size);
@@ -228,7 +291,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const median = times[Math.floor(times.length / 2)] / 1000;
   const itPerSec = 1 / median;
   const result = {
-    model: realSize ? 'sd15 (seeded random weights)' : 'embedded tiny sd15',
+    model: args.model === 'tiny' ? 'embedded tiny sd15' : `${args.model} (seeded random weights)`,
     device,
     deviceName: deviceName(),
     date: new Date().toISOString().slice(0, 10),

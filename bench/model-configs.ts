@@ -41,3 +41,19 @@ export const SDXL: UNet2DConditionConfig = unetConfigFrom({
   use_linear_projection: true,
 }, 'SDXL unet/config.json');
 
+
+/** The tiny SDXL of test/fixtures/golden/tiny-sdxl (unet/config.json): the SDXL topology at toy width, for CPU runs. */
+export const TINY_SDXL: UNet2DConditionConfig = unetConfigFrom({
+  _class_name: 'UNet2DConditionModel',
+  addition_embed_type: 'text_time',
+  addition_time_embed_dim: 8,
+  attention_head_dim: [2, 4, 4],
+  block_out_channels: [32, 32, 64],
+  cross_attention_dim: 64,
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+  projection_class_embeddings_input_dim: 80,
+  sample_size: 8,
+  transformer_layers_per_block: [1, 2, 2],
+  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+  use_linear_projection: true,
+}, 'tiny SDXL unet/config.json');

@@ -1,7 +1,7 @@
 // From the studio's TrainSettingsView to the engine's TrainSettings: defaults for what the page
 // left out, the presets, and the time / memory estimate shown before a run.
-import { statSync } from 'node:fs';
 import type { OpenedModel } from '../engine/io/model-folder';
+import { estimateTrainingMemory, MEMORY_CALIBRATION } from '../engine/train/memory-estimate';
 import { DEFAULT_TRAIN_SETTINGS, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
 import { ApiError } from './errors';
@@ -116,10 +116,10 @@ export function checkPreviews(view: TrainSettingsView): void {
 // ---------------------------------------------------------------- estimate
 //
 // Time: training FLOPs per image (torch's count for an SD1.5 UNet LoRA step at 512 px: 1.79
-// TFLOP, /work/shared FACTS) scaled by pixels and by UNet size, divided by an assumed sustained
-// rate per provider. Memory: the UNet's weights as the engine builds them (float32) plus
-// activations proportional to batch x resolution^2 x UNet width. The constants are assumptions
-// until the benchmarks measure them (see `notes`).
+// TFLOP) scaled by pixels and by UNet size, divided by an assumed sustained rate per provider
+// (an assumption until the benchmarks measure this engine; see `notes`). Memory: the engine's
+// estimateTrainingMemory (weights + forward activations of the UNet at the run's shape, calibrated
+// on H100 peaks) for the float32 graph the trainer builds.
 
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
@@ -127,10 +127,6 @@ const SD15_UNET_PARAMS = 859.5e6;
 const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 10, webgpu: 1, dml: null, cpu: 0.05 };
 /** Measured: the embedded model trains about 70 steps/s at 64 px, batch 1, on a 2-core CPU (lora-studio train, 2026-11). */
 const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
-/** Activations of a float32 SD1.5 step per image at 512 px: about 2.2 GiB (2x PyTorch's fp16 1.1 GiB per image, BENCHMARKS.md). */
-const ACTIVATION_GIB_PER_IMAGE_512_AT_WIDTH_320 = 2.2;
-/** The process's own share (onnxruntime, Node, caches): measured RSS of the tiny run, about 0.3 GiB. */
-const BASE_PROCESS_GIB = 0.3;
 
 export function estimateRun(
   view: TrainSettingsView,
@@ -145,7 +141,6 @@ export function estimateRun(
   const unet = model.opened.unet;
   let params = 0;
   for (const key of unet.weights.keys()) params += unet.weights.entry(key)!.shape.reduce((a, b) => a * b, 1);
-  const width = unet.config.block_out_channels[0] ?? 320;
   const pixels = (view.resolution / 512) ** 2;
 
   let seconds: number | null;
@@ -163,20 +158,16 @@ export function estimateRun(
   const previewImages = view.previewEvery > 0 ? (Math.floor(view.steps / view.previewEvery) + 1) * view.previews.length : 0;
   if (previewImages > 0) notes.push(`Previews: ${previewImages} image(s) (${view.previews.length} prompt(s) at the start and every ${view.previewEvery} steps) add to the time.`);
 
-  const weightsGiB = (params * 4) / 2 ** 30;
-  const activationsGiB = ACTIVATION_GIB_PER_IMAGE_512_AT_WIDTH_320 * view.batch * pixels * (width / 320);
-  const peakMemoryGiB = weightsGiB + activationsGiB + BASE_PROCESS_GIB;
+  const latent = view.resolution / 2 ** (model.opened.vae.config.block_out_channels.length - 1);
+  const memory = estimateTrainingMemory(
+    unet.config,
+    { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]! },
+    'float32',
+  );
+  const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
+  const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
-    `Memory: UNet weights in float32 ${weightsGiB.toFixed(2)} GiB + activations ${activationsGiB.toFixed(2)} GiB (2.2 GiB per 512 px image at SD width, x batch ${view.batch}) + ${BASE_PROCESS_GIB} GiB for the process; a first model, to be replaced by measured peaks.`,
+    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (float32) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; device memory, on the CPU it is process memory).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
-}
-
-/** Size of a file or 0 (for messages). */
-export function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
 }

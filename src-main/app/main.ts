@@ -1,5 +1,6 @@
 // The Electron main process, kept thin: the window, the menu, and serving the API handlers over
-// IPC. Heavy work belongs to the engine's worker process, never to this event loop.
+// IPC. Heavy work (training, generation, merges) runs in utility processes (utility-worker.ts),
+// never on this event loop.
 import {
   app,
   BrowserWindow,
@@ -11,9 +12,10 @@ import {
 } from 'electron';
 import { fileURLToPath } from 'node:url';
 import { ApiEventBus } from '../api/events';
-import { createApiHandlers } from '../api/handlers';
+import { createStudio } from '../api/handlers';
 import { PathGuard } from '../api/path-guard';
 import { handleAll, sendEvent } from './ipc-main';
+import { spawnUtilityWorker } from './utility-worker';
 
 const guard = new PathGuard();
 const events = new ApiEventBus();
@@ -28,13 +30,15 @@ async function pickFolder(): Promise<string | null> {
   return result.canceled || result.filePaths.length === 0 ? null : result.filePaths[0];
 }
 
-const handlers = createApiHandlers({
+const studio = createStudio({
   kind: 'electron',
   version: app.getVersion(),
   guard,
   events,
   pickFolder,
+  spawnWorker: spawnUtilityWorker,
 });
+const handlers = studio.handlers;
 
 function createWindow(): BrowserWindow {
   const win = new BrowserWindow({
@@ -104,6 +108,9 @@ app.whenReady().then(() => {
     if (BrowserWindow.getAllWindows().length === 0) createWindow();
   });
 });
+
+// The project is saved and no worker outlives the app.
+app.on('will-quit', () => studio.shutdown());
 
 app.on('window-all-closed', () => {
   if (process.platform !== 'darwin') app.quit();

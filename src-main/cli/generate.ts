@@ -88,7 +88,8 @@ export const generateCommand: CliCommand = {
   usage: `lora-studio generate --prompt <text> [options]
 
   --prompt <text>          what to draw (required)
-  --negative <text>        what to avoid (default: none)
+  --negative <text>        what to avoid (default: none; SDXL models with force_zeros_for_empty_prompt
+                           then use zero negative embeddings, as diffusers does)
   --model <folder|file>    diffusers model folder or single-file .safetensors checkpoint
                            (default: the embedded tiny test model, made on first use in
                            $LORA_STUDIO_HOME/models or ~/.cache/lora-studio/models)
@@ -96,7 +97,7 @@ export const generateCommand: CliCommand = {
   --lora <file[:strength]> apply a LoRA (kohya or diffusers format) at a strength (default 1); repeatable
   --merge-loras            merge the LoRAs into the weights instead of applying them as adapters
   --steps <n>              sampling steps (default 20)
-  --guidance <x>           classifier-free guidance scale (default 7.5)
+  --guidance <x>           classifier-free guidance scale (default 7.5; 5 for SDXL)
   --seed <n>               seed of the first image (default 0); image i uses seed + i
   --batch <n>              images to generate (default 1)
   --width <px> --height <px>  image size (default: the model's native size)
@@ -113,7 +114,7 @@ export const generateCommand: CliCommand = {
         args,
         options: {
           prompt: { type: 'string' },
-          negative: { type: 'string', default: '' },
+          negative: { type: 'string' },
           model: { type: 'string' },
           tokenizer: { type: 'string' },
           lora: { type: 'string', multiple: true },
@@ -142,7 +143,7 @@ export const generateCommand: CliCommand = {
     if (v.provider !== undefined && !PROVIDERS.includes(v.provider as ProviderName))
       throw new CliUsageError(`--provider must be one of ${PROVIDERS.join(', ')}, got ${v.provider}.`);
     const steps = integer('steps', v.steps, 1) ?? 20;
-    const guidance = number('guidance', v.guidance) ?? 7.5;
+    const guidance = number('guidance', v.guidance); // default: the Generator's (7.5; 5 for SDXL, as diffusers)
     const seed = integer('seed', v.seed, 0) ?? 0;
     const batch = integer('batch', v.batch, 1) ?? 1;
     const clipSkip = integer('clip-skip', v['clip-skip'], 1) ?? 1;

@@ -2,6 +2,7 @@
 import { pathToFileURL } from 'node:url';
 import { CliUsageError, type CliCommand } from './command';
 import { generateCommand } from './generate';
+import { goldenCommand } from './golden';
 import { infoCommand } from './info';
 import { mergeCommand } from './merge';
 import { serveCommand } from './serve';
@@ -13,6 +14,7 @@ export const commands: Record<string, CliCommand> = {
   train: trainCommand,
   generate: generateCommand,
   merge: mergeCommand,
+  golden: goldenCommand,
 };
 
 function helpText(): string {

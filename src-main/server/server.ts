@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { SocketPath, TokenParam, WireEvent, WireRequest, WireResponse } from '../api/contract';
 import { ApiEventBus } from '../api/events';
-import { callByName, createApiHandlers, type ApiHandlers } from '../api/handlers';
+import { callByName, createStudio, type ApiHandlers, type Studio } from '../api/handlers';
 import { PathGuard } from '../api/path-guard';
 
 const TOKEN_PARAM: TokenParam = 'token';
@@ -236,27 +236,40 @@ export interface HeadlessStudioOptions {
   roots: string[];
   rendererDir?: string;
   token?: string;
+  /** The studio's home (models, cache, projects); default $LORA_STUDIO_HOME or ~/.cache/lora-studio. */
+  home?: string;
 }
 
 export interface HeadlessStudio extends RunningServer {
   guard: PathGuard;
   events: ApiEventBus;
+  studio: Studio;
 }
 
 /** The whole headless studio: API handlers over opened folders, served with the built renderer. */
 export async function startHeadlessStudio(options: HeadlessStudioOptions): Promise<HeadlessStudio> {
   const guard = new PathGuard(options.roots);
   const events = new ApiEventBus();
-  const handlers = createApiHandlers({ kind: 'server', version: packageVersion(), guard, events });
+  // Workers are child processes of this one (child_process.fork through tsx).
+  const studio = createStudio({ kind: 'server', version: packageVersion(), guard, events, home: options.home });
   const server = await startServer({
     host: options.host,
     port: options.port,
     rendererDir: options.rendererDir ?? defaultRendererDir(),
-    handlers,
+    handlers: studio.handlers,
     events,
     token: options.token,
   });
-  return { ...server, guard, events };
+  return {
+    ...server,
+    guard,
+    events,
+    studio,
+    close: async () => {
+      studio.shutdown(); // project saved, training and task workers ended
+      await server.close();
+    },
+  };
 }
 
 /** out/renderer of this checkout (the server runs from source, next to the build). */

@@ -46,7 +46,7 @@ export const adamwCases: CaseFamily = {
       const vector = (data: Float32Array): HostTensor => ({ dtype: 'float32', shape: [n], data });
       const results: CaseResult[] = [];
       try {
-        let state = { p: floatsOf(caseTensor(ctx, 'adamw.p0')), m: new Float32Array(n), v: new Float32Array(n) };
+        let state: { p: Float32Array; m: Float32Array; v: Float32Array } = { p: floatsOf(caseTensor(ctx, 'adamw.p0')), m: new Float32Array(n), v: new Float32Array(n) };
         for (let step = 1; step <= steps; step++) {
           const feeds: Record<string, HostTensor> = { p: vector(state.p), grad: vector(floatsOf(caseTensor(ctx, `adamw.grad${step - 1}`))), m: vector(state.m), v: vector(state.v) };
           for (const [k, value] of Object.entries(adamwStepValues(config, lr, step))) feeds[k] = { dtype: 'float32', shape: [], data: Float32Array.of(value) };

@@ -6,6 +6,7 @@
 //   CaseResult / CaseStatus                         one row of the runner's table
 //   compareClose(name, actual, expected, tol)       numpy.allclose-style row
 //   compareNormRelative(name, pairs, bound)         ||ours - ref|| / ||ref|| row
+//   attempt(name, tolerance, check)                 errors become rows; NotSupportedError -> not supported
 //   readCaseFile(file), caseTensor(ctx, key), floatsOf(t), floatFeed(t), int64Feed(t), noteOf(ctx, key)
 import { readFileSync } from 'node:fs';
 import type { OpenedModel } from '../io/model-folder';
@@ -167,11 +168,20 @@ export function compareNormRelative(name: string, pairs: Iterable<readonly [Arra
   return { name, status: rel < bound ? 'pass' : 'FAIL', maxAbs, maxRel: rel, tolerance: `|d|/|ref| < ${bound.toExponential(0)}`, note };
 }
 
-/** Runs one check; an exception becomes an `error` row naming the case (other cases still run). */
+/** Thrown when a case needs a feature the engine does not have: reported as "not supported" (a failure). */
+export class NotSupportedError extends Error {
+  override name = 'NotSupportedError';
+}
+
+/**
+ * Runs one check; an exception becomes an `error` row (or `not supported` for NotSupportedError)
+ * naming the case, so the other cases still run.
+ */
 export async function attempt(name: string, tolerance: string, check: () => Promise<CaseResult[]> | CaseResult[]): Promise<CaseResult[]> {
   try {
     return await check();
   } catch (error) {
-    return [{ name, status: 'error', tolerance, note: (error as Error).message }];
+    const status: CaseStatus = error instanceof NotSupportedError ? 'not supported' : 'error';
+    return [{ name, status, tolerance, note: error instanceof Error ? error.message : String(error) }];
   }
 }

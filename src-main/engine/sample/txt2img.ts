@@ -4,8 +4,9 @@
 // guidance, step the scheduler; then VAE-decode latents / scaling_factor.
 // SDXL as StableDiffusionXLPipeline: two tokenizers and text encoders (penultimate states
 // concatenated, text_encoder_2's pooled projection as text_embeds), time ids (H, W, 0, 0, H, W)
-// from the image size, zero negative embeddings for an empty negative prompt where model_index.json
-// says force_zeros_for_empty_prompt, and the VAE in float32 where its config says force_upcast.
+// from the image size, zero negative embeddings when NO negative prompt is given (diffusers'
+// negative_prompt=None; an explicit "" is encoded) where model_index.json says
+// force_zeros_for_empty_prompt, and the VAE in float32 where its config says force_upcast.
 //
 // A Generator holds the sessions (text encoder, UNet, VAE decoder), built once per shape and
 // reused across calls; the trainer's previews use the same object with its live LoRA weights.
@@ -317,8 +318,9 @@ export class Generator {
     const [, , contextWidth] = hidden.shape as [number, number, number];
     const rowSize = length * contextWidth;
     const guided = guidance > 1;
-    // SDXL with force_zeros_for_empty_prompt: an empty negative prompt is all-zero embeddings, not "" encoded.
-    const zeroNegative = this.sdxl && guided && negative === '' && this.model.modelIndex.force_zeros_for_empty_prompt === true;
+    // SDXL with force_zeros_for_empty_prompt: no negative prompt means all-zero negative embeddings
+    // (diffusers zeroes for negative_prompt=None only; an explicit "" is encoded like any prompt).
+    const zeroNegative = this.sdxl && guided && request.negativePrompt === undefined && this.model.modelIndex.force_zeros_for_empty_prompt === true;
     const condRow = (hidden.data as Float32Array).subarray(0, rowSize);
     const uncondRow = zeroNegative ? new Float32Array(rowSize) : (hidden.data as Float32Array).subarray(rowSize, 2 * rowSize);
 

@@ -31,3 +31,13 @@ export function formatValue(value: number | null | undefined): string {
 export function formatGiB(gib: number | null | undefined): string {
   return gib === null || gib === undefined || !Number.isFinite(gib) ? '—' : `${gib.toFixed(2)} GiB`;
 }
+
+/** The current time as an ISO 8601 string. */
+export function nowIso(): string {
+  return new Date().toISOString();
+}
+
+/** An ISO time as the user's locale writes it. */
+export function formatTime(iso: string): string {
+  return new Date(iso).toLocaleString();
+}

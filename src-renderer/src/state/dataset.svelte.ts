@@ -3,6 +3,7 @@
 import type { CaptionOperationView, DatasetItemView, DatasetView } from '../../../src-main/api/contract';
 import type { ApiClient } from '../lib/api-client';
 import { describeError } from '../lib/errors';
+import { TaskQueue } from '../lib/task-queue';
 import { Action } from './action.svelte';
 
 export type DatasetFilter = 'all' | 'problems';
@@ -36,9 +37,7 @@ export class DatasetState {
   /** Saving the caption being edited. */
   readonly saving = new Action();
 
-  #thumbnailQueue: string[] = [];
-  #thumbnailsInFlight = 0;
-  #thumbnailsRequested = new Set<string>();
+  readonly #thumbnailQueue = new TaskQueue(THUMBNAIL_CONCURRENCY);
 
   constructor(
     private readonly api: ApiClient,
@@ -106,8 +105,7 @@ export class DatasetState {
     if (!sameFolder) {
       this.#thumbnails = {};
       this.#thumbnailErrors = {};
-      this.#thumbnailQueue = [];
-      this.#thumbnailsRequested = new Set();
+      this.#thumbnailQueue.reset();
       this.#lastChanged = null;
     }
     this.#setView(view);
@@ -202,32 +200,18 @@ export class DatasetState {
 
   /** Asks for a thumbnail once; at most a few requests run at a time. */
   requestThumbnail(relativePath: string): void {
-    if (this.#thumbnailsRequested.has(relativePath)) return;
-    this.#thumbnailsRequested.add(relativePath);
-    this.#thumbnailQueue.push(relativePath);
-    this.#pumpThumbnails();
-  }
-
-  #pumpThumbnails(): void {
-    while (this.#thumbnailsInFlight < THUMBNAIL_CONCURRENCY && this.#thumbnailQueue.length > 0) {
-      const relativePath = this.#thumbnailQueue.shift()!;
-      const folder = this.#view?.folder;
-      if (!folder) return;
-      this.#thumbnailsInFlight++;
-      this.api
-        .call('dataset.thumbnail', { folder, relativePath, size: 192 })
-        .then(({ image }) => {
-          if (this.#view?.folder === folder) this.#thumbnails = { ...this.#thumbnails, [relativePath]: image };
-        })
-        .catch((err: unknown) => {
-          if (this.#view?.folder === folder)
-            this.#thumbnailErrors = { ...this.#thumbnailErrors, [relativePath]: describeError(err) };
-        })
-        .finally(() => {
-          this.#thumbnailsInFlight--;
-          this.#pumpThumbnails();
-        });
-    }
+    const folder = this.#view?.folder;
+    if (!folder) return;
+    this.#thumbnailQueue.add(relativePath, async () => {
+      if (this.#view?.folder !== folder) return; // another folder was opened meanwhile
+      try {
+        const { image } = await this.api.call('dataset.thumbnail', { folder, relativePath, size: 192 });
+        if (this.#view?.folder === folder) this.#thumbnails = { ...this.#thumbnails, [relativePath]: image };
+      } catch (err) {
+        if (this.#view?.folder === folder)
+          this.#thumbnailErrors = { ...this.#thumbnailErrors, [relativePath]: describeError(err) };
+      }
+    });
   }
 
   #setView(view: DatasetView): void {

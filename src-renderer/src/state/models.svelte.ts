@@ -39,6 +39,12 @@ export class ModelState {
 
   #unsubscribe: (() => void) | null = null;
 
+  /** Stops following the back end's events. */
+  dispose(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+  }
+
   constructor(private readonly api: ApiClient) {}
 
   get models(): ModelView[] {

@@ -99,16 +99,3 @@ export class RunTracker {
     this.lr.push(p.lr);
   }
 }
-
-/** Previews grouped per prompt (and seed), each group sorted by step. */
-export function previewTimelines(previews: PreviewImage[]): { key: string; prompt: string; seed: number; images: PreviewImage[] }[] {
-  const groups = new Map<string, { key: string; prompt: string; seed: number; images: PreviewImage[] }>();
-  for (const p of previews) {
-    const key = `${p.seed}\u0000${p.prompt}`;
-    let group = groups.get(key);
-    if (!group) groups.set(key, (group = { key, prompt: p.prompt, seed: p.seed, images: [] }));
-    group.images.push(p);
-  }
-  for (const g of groups.values()) g.images.sort((a, b) => a.step - b.step);
-  return [...groups.values()];
-}

@@ -9,6 +9,7 @@ import type {
   TrainSettingsView,
 } from '../../../src-main/api/contract';
 import type { ApiClient } from '../lib/api-client';
+import { nowIso } from '../lib/format';
 import { basename, dirname, isInside, joinPath } from '../lib/paths';
 import { Action } from './action.svelte';
 import { RunTracker } from './run-tracker.svelte';
@@ -55,7 +56,7 @@ export class TrainingState {
   #presetId = $state.raw<string | null>(null);
   #settings = $state.raw<EditableSettings>(DEFAULT_SETTINGS);
   /** Settings the user (or a preset) set; the others follow the model and Settings screen. */
-  #pinned = $state.raw<ReadonlySet<keyof EditableSettings>>(new Set());
+  #pinned = $state.raw<readonly (keyof EditableSettings)[]>([]);
   #out = $state.raw<string>('');
   #estimate = $state.raw<TrainEstimate | null>(null);
   #runs = $state.raw<RunTracker[]>([]);
@@ -67,6 +68,12 @@ export class TrainingState {
   readonly loadingRuns = new Action();
 
   #unsubscribe: (() => void) | null = null;
+
+  /** Stops following the back end's events. */
+  dispose(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+  }
 
   constructor(
     private readonly api: ApiClient,
@@ -84,8 +91,8 @@ export class TrainingState {
     const s = this.#settings;
     return {
       ...s,
-      resolution: this.#pinned.has('resolution') ? s.resolution : this.context.modelResolution(),
-      device: this.#pinned.has('device') ? s.device : (this.context.defaultDevice() ?? s.device),
+      resolution: this.#pinned.includes('resolution') ? s.resolution : this.context.modelResolution(),
+      device: this.#pinned.includes('device') ? s.device : (this.context.defaultDevice() ?? s.device),
     };
   }
   /** The output file as typed, or '' for the default. */
@@ -129,10 +136,17 @@ export class TrainingState {
     whole('Steps', s.steps, 1);
     whole('Batch size', s.batch, 1);
     whole('Gradient accumulation', s.gradAccum, 1);
-    whole('Warmup steps', s.warmupSteps, 0);
+    whole('Warmup', s.warmupSteps, 0);
     whole('Seed', s.seed, 0);
     whole('Save every', s.saveEvery, 0);
     whole('Preview every', s.previewEvery, 0);
+    const sampling = this.previewSampling;
+    whole('Preview seed', sampling.seed, 0);
+    whole('Preview quality (denoising steps)', sampling.steps, 1);
+    if (!(sampling.guidance >= 0)) problems.push('Preview guidance must be a number of at least 0.');
+    if (s.minSnrGamma !== null && !(s.minSnrGamma >= 0)) problems.push('Min-SNR gamma must be a number of at least 0, or empty.');
+    if (s.maxGradNorm !== null && !(s.maxGradNorm >= 0)) problems.push('Max gradient norm must be a number of at least 0, or empty.');
+    if (!(s.noiseOffset >= 0 && s.noiseOffset <= 1)) problems.push('Noise offset must be a number from 0 to 1.');
     if (!(s.lr > 0)) problems.push('Learning rate must be a number above 0.');
     if (!(s.alpha > 0)) problems.push('Alpha must be a number above 0.');
     if (!Number.isInteger(s.resolution) || s.resolution < 8 || s.resolution % 8 !== 0)
@@ -140,10 +154,34 @@ export class TrainingState {
     return problems;
   }
 
+  /** The preview prompts, one a line, as the user typed them. */
+  get previewText(): string {
+    return this.#settings.previews.map((p) => p.prompt).join('\n');
+  }
+  /** Seed, steps and guidance every preview prompt is sampled with. */
+  get previewSampling(): { seed: number; steps: number; guidance: number } {
+    const first = this.#settings.previews[0] ?? DEFAULT_SETTINGS.previews[0];
+    return { seed: first.seed, steps: first.steps, guidance: first.guidance };
+  }
+
+  /** Lines stay as typed (blank ones too, so typing a newline works); the request drops blanks. */
+  setPreviewText(text: string): void {
+    const sampling = this.previewSampling;
+    this.update({ previews: text.split('\n').map((prompt) => ({ prompt, ...sampling })) });
+  }
+
+  setPreviewSampling(patch: Partial<{ seed: number; steps: number; guidance: number }>): void {
+    const sampling = { ...this.previewSampling, ...patch };
+    const prompts = this.#settings.previews.length > 0 ? this.#settings.previews : [{ prompt: '' }];
+    this.update({ previews: prompts.map((p) => ({ prompt: p.prompt, ...sampling })) });
+  }
+
   /** The full settings for train.estimate and train.start. */
   get request(): TrainSettingsView {
+    const settings = this.settings;
     return {
-      ...this.settings,
+      ...settings,
+      previews: settings.previews.filter((p) => p.prompt.trim() !== '').map((p) => ({ ...p, prompt: p.prompt.trim() })),
       images: this.context.datasetFolder() ?? '',
       model: this.context.modelId(),
       out: this.out,
@@ -172,14 +210,14 @@ export class TrainingState {
     const { images: _i, model: _m, out, ...settings } = preset.settings;
     this.#presetId = id;
     this.#settings = { ...DEFAULT_SETTINGS, ...settings };
-    this.#pinned = new Set(Object.keys(settings) as (keyof EditableSettings)[]);
+    this.#pinned = Object.keys(settings) as (keyof EditableSettings)[];
     if (out) this.#out = out;
     this.#estimate = null;
   }
 
   update(patch: Partial<EditableSettings>): void {
     this.#settings = { ...this.settings, ...patch };
-    this.#pinned = new Set([...this.#pinned, ...(Object.keys(patch) as (keyof EditableSettings)[])]);
+    this.#pinned = [...new Set([...this.#pinned, ...(Object.keys(patch) as (keyof EditableSettings)[])])];
   }
 
   setOut(path: string): void {
@@ -190,7 +228,7 @@ export class TrainingState {
   restore(settings: TrainSettingsView): void {
     const { images: _i, model: _m, out, ...rest } = settings;
     this.#settings = { ...DEFAULT_SETTINGS, ...rest };
-    this.#pinned = new Set(Object.keys(rest) as (keyof EditableSettings)[]);
+    this.#pinned = Object.keys(rest) as (keyof EditableSettings)[];
     this.#out = out;
   }
 
@@ -221,7 +259,7 @@ export class TrainingState {
         status: 'starting',
         step: 0,
         totalSteps: settings.steps,
-        startedAt: new Date().toISOString(),
+        startedAt: nowIso(),
         losses: [],
         previews: [],
       };
@@ -257,9 +295,9 @@ export class TrainingState {
   }
 
   #setRuns(views: RunView[]): void {
-    const known = new Map(this.#runs.map((r) => [r.runId, r]));
+    const known = this.#runs;
     this.#runs = views.map((view) => {
-      const tracker = known.get(view.runId);
+      const tracker = known.find((r) => r.runId === view.runId);
       if (!tracker) return new RunTracker(view);
       tracker.replace(view);
       return tracker;

@@ -136,12 +136,12 @@ describe('WebSocket protocol', () => {
 
   it('pushes events to every open socket', async () => {
     const [a, b] = await Promise.all([openSocket(), openSocket()]);
-    const payload = { runId: 'r1', step: 3, totalSteps: 10, loss: 0.25, learningRate: 1e-4 };
+    const payload = { runId: 'r1', status: 'running' as const, message: 'probe' };
     const received = Promise.all([nextMessage(a), nextMessage(b)]);
-    studio.events.emit('train.progress', payload);
+    studio.events.emit('train.event', { type: 'status', ...payload });
     expect(await received).toEqual([
-      { event: 'train.progress', payload },
-      { event: 'train.progress', payload },
+      { event: 'train.event', payload: { type: 'status', ...payload } },
+      { event: 'train.event', payload: { type: 'status', ...payload } },
     ]);
     a.close();
     b.close();

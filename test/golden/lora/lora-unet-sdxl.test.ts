@@ -1,0 +1,125 @@
+// The tiny-sdxl UNet (text_time conditioning) with the golden LoRA attached: output, loss and every
+// LoRA gradient against peft's. The golden files name the modules the way sd-scripts names SDXL
+// LoRAs (LDM blocks: lora_unet_input_blocks_4_1_...), our network by diffusers module names; the
+// product's renaming (toSdxlKohyaNames) pairs them, so every one of the 176 modules must find its
+// tensors under that name. The gradient bound is the one of lora-unet.test.ts: 1e-3 relative, or
+// four times the measured float32 sensitivity where the tiny random UNet amplifies rounding.
+import { describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { Graph } from '../../../src-main/engine/graph/graph';
+import * as op from '../../../src-main/engine/graph/ops';
+import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
+import { gradients } from '../../../src-main/engine/autodiff/gradients';
+import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
+import { downName, LoraNetwork, upName } from '../../../src-main/engine/lora/lora-network';
+import { toSdxlKohyaNames } from '../../../src-main/engine/lora/lora-file';
+import { unetTargets } from '../../../src-main/engine/lora/targets';
+import { Params } from '../../../src-main/engine/nn/params';
+import { buildUNet2DCondition } from '../../../src-main/engine/models/unet-2d-condition';
+import { openModelFolder } from '../../../src-main/engine/io/model-folder';
+import { goldenDir, readGoldenTensors, type GoldenTensor } from '../../helpers/golden';
+
+const host = (t: GoldenTensor): HostTensor => ({ dtype: t.dtype === 'I64' ? 'int64' : 'float32', shape: t.shape, data: t.data as Float32Array });
+
+function maxRelError(actual: Float32Array, expected: Float32Array): number {
+  let worst = 0;
+  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i] - expected[i]) / (Math.abs(expected[i]) + 0.1));
+  return worst;
+}
+
+function relDiff(a: Float32Array, e: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < e.length; i++) {
+    num += (a[i] - e[i]) ** 2;
+    den += e[i] ** 2;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+describe('LoRA on the tiny-sdxl UNet (golden lora.*)', () => {
+  it('matches peft: output, loss and all 352 gradients, under sd-scripts SDXL names', async () => {
+    const dir = goldenDir('tiny-sdxl');
+    const cases = readGoldenTensors(join(dir, 'cases.safetensors'));
+    const loraFile = readGoldenTensors(join(dir, 'lora_kohya.safetensors'));
+    const expectedGrads = readGoldenTensors(join(dir, 'lora_grads.safetensors'));
+    const model = openModelFolder(join(dir, 'model'));
+    const shapeOf = (key: string): number[] => cases.get(key)!.shape;
+
+    const g = new Graph('lora_unet_sdxl');
+    const sample = g.input('sample', 'float32', shapeOf('unet.input.sample'));
+    const timestep = g.input('timestep', 'int64', shapeOf('unet.input.timestep'));
+    const ehs = g.input('ehs', 'float32', shapeOf('unet.input.encoder_hidden_states'));
+    const textEmbeds = g.input('text_embeds', 'float32', shapeOf('unet.input.text_embeds'));
+    const timeIds = g.input('time_ids', 'float32', shapeOf('unet.input.time_ids'));
+    const target = g.input('target', 'float32', shapeOf('lora.target'));
+    const network = new LoraNetwork({ prefix: 'lora_unet', rank: 4, alpha: 8, targets: unetTargets('attention') });
+    const p = new Params(g, model.unet.weights, { dtype: 'float32', hook: network.hook() });
+    const out = buildUNet2DCondition(p, model.unet.config, { sample, timestep, encoderHiddenStates: ehs, addedCond: { textEmbeds, timeIds } });
+    model.unet.weights.assertAllTaken();
+    const diff = op.sub(out, target);
+    const loss = op.meanAll(op.mul(diff, diff));
+    const grads = gradients(loss, network.parameters());
+    g.output(out, 'output');
+    g.output(loss, 'loss');
+    network.parameters().forEach((param, i) => g.output(grads[i], `grad:${param.name}`));
+    expect(network.modules.length).toBe(176);
+
+    // Our tensor names (diffusers-based kohya keys) -> the golden's sd-scripts SDXL names.
+    const empty = new Float32Array(0);
+    const renamed = toSdxlKohyaNames(
+      network.modules.map((m) => ({ key: m.key, prefix: 'lora_unet' as const, module: m.module, rank: m.rank, alpha: m.alpha, down: empty, downShape: m.downShape, up: empty, upShape: m.upShape })),
+      model.unet.config,
+    );
+    const goldenName = new Map<string, string>();
+    network.modules.forEach((m, i) => {
+      goldenName.set(downName(m.key), downName(renamed[i].key));
+      goldenName.set(upName(m.key), upName(renamed[i].key));
+    });
+    expect(new Set(goldenName.values()).size).toBe(352);
+
+    const session = await Session.create(serializeModel(g));
+    const feeds: Record<string, HostTensor> = {
+      sample: host(cases.get('unet.input.sample')!),
+      timestep: host(cases.get('unet.input.timestep')!),
+      ehs: host(cases.get('unet.input.encoder_hidden_states')!),
+      text_embeds: host(cases.get('unet.input.text_embeds')!),
+      time_ids: host(cases.get('unet.input.time_ids')!),
+      target: host(cases.get('lora.target')!),
+    };
+    for (const name of network.parameterNames()) {
+      const tensor = loraFile.get(goldenName.get(name)!);
+      expect(tensor, `${name} -> ${goldenName.get(name)} in lora_kohya.safetensors`).toBeDefined();
+      feeds[name] = host(tensor!);
+    }
+    const r = await session.run(feeds);
+
+    expect(maxRelError(r.output.data as Float32Array, cases.get('lora.output')!.data as Float32Array)).toBeLessThan(1e-3);
+    expect(maxRelError(r.loss.data as Float32Array, cases.get('lora.loss')!.data as Float32Array)).toBeLessThan(1e-4);
+
+    const nudged = Float32Array.from(feeds.sample.data as Float32Array, (v, i) => v * (1 + 1e-6 * Math.sin(i * 12.9898)));
+    const r2 = await session.run({ ...feeds, sample: { ...feeds.sample, data: nudged } });
+    let worst = 0;
+    let worstName = '';
+    let wellConditioned = 0;
+    let compared = 0;
+    for (const name of network.parameterNames()) {
+      const ours = r[`grad:${name}`].data as Float32Array;
+      const expected = expectedGrads.get(goldenName.get(name)!)!.data as Float32Array;
+      const norm = Math.sqrt(expected.reduce((s, v) => s + v * v, 0));
+      if (norm < 1e-7) continue; // exactly-zero true gradient
+      compared++;
+      const sensitivity = relDiff(r2[`grad:${name}`].data as Float32Array, ours);
+      const bound = Math.max(1e-3, 4 * sensitivity);
+      if (bound === 1e-3) wellConditioned++;
+      const ratio = relDiff(ours, expected) / bound;
+      if (process.env.GOLDEN_VERBOSE) console.log(name, relDiff(ours, expected).toExponential(2), sensitivity.toExponential(2));
+      if (ratio > worst) [worst, worstName] = [ratio, name];
+    }
+    console.log(`tiny-sdxl LoRA gradients: ${compared} compared, ${wellConditioned} within 1e-3, worst error/bound ${worst.toFixed(3)} (${worstName})`);
+    expect(compared).toBeGreaterThan(300);
+    expect(wellConditioned).toBe(compared); // none needs the sensitivity allowance here
+    expect(worst, `worst gradient ${worstName} (error / bound)`).toBeLessThan(1);
+    expect(expectedGrads.size).toBe(352);
+  });
+});
