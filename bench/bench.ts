@@ -34,7 +34,8 @@ import { Session, type HostTensor, type OptimizationLevel } from '../src-main/en
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
-import { addedCondShapeOf, buildTrainStepGraph } from '../src-main/engine/train/train-step-graph';
+import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
+import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
 import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
 
@@ -54,6 +55,7 @@ const { values: args } = parseArgs({
     'allow-cpu-fallback': { type: 'boolean', default: false },
     'ort-log-level': { type: 'string', default: '3' },
     profile: { type: 'boolean', default: false },
+    'steps-per-run': { type: 'string', default: '1' },
     'build-only': { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
@@ -189,7 +191,8 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const rank = Number(args.rank);
   const addedCond = addedCondShapeOf(model.config); // SDXL: text_embeds [B, 1280], time ids [B, 6]
   const t0 = performance.now();
-  const step = buildTrainStepGraph({
+  const stepsPerRun = Number(args['steps-per-run']);
+  const spec: TrainStepSpec = {
     unetConfig: model.config,
     weights: model.weights(),
     build: { dtype, attention: args.attention as 'fused' | 'composite' },
@@ -199,7 +202,8 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     alphasCumprod: schedule.alphasCumprod,
     adamw: DEFAULT_ADAMW,
     maxGradNorm: 1,
-  });
+  };
+  const step = stepsPerRun > 1 ? buildMultiStepTrainGraph(spec, stepsPerRun) : buildTrainStepGraph(spec);
   const buildMs = performance.now() - t0;
   const flops = countFlops(step.graph);
   if (buildOnly) {
@@ -214,20 +218,21 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
       precision: dtype,
       attention: args.attention,
       loraRank: rank,
+      stepsPerRun,
       loraParameters: step.layout.size,
-      loraModules: step.network.modules.length,
+      loraModules: step.layout.tensors.length / 2,
       inputs: step.inputs,
       nodes: step.graph.nodes.length,
       protoMiB: +(proto.bytes.byteLength / 2 ** 20).toFixed(1),
       buildS: +(buildMs / 1000).toFixed(2),
       serializeS: +((performance.now() - t1) / 1000).toFixed(2),
-      tflopPerStep: +(flops / 1e12).toFixed(4),
+      tflopPerStep: +(flops / stepsPerRun / 1e12).toFixed(4),
       peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
     };
     console.log(JSON.stringify(result));
     return result;
   }
-  const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}`);
+  const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}-k${stepsPerRun}`);
   const serializeMs = performance.now() - t0 - buildMs;
   const poller = gpuMemoryPoller();
   const session = await Session.create(modelPath, {
@@ -241,13 +246,14 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const sessionMs = performance.now() - t0 - buildMs - serializeMs;
 
   const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
-  const latentShape = [batch, 4, latent, latent];
+  const rows = batch * stepsPerRun; // K batches stacked
+  const latentShape = [rows, 4, latent, latent];
   const elems = latentShape.reduce((a, b) => a * b, 1);
   const feeds: Record<string, HostTensor> = {
     [step.inputs.latents]: f32(latentShape, randn(elems, 1)),
     [step.inputs.noise]: f32(latentShape, randn(elems, 2)),
-    [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: BigInt64Array.from({ length: batch }, (_, i) => BigInt((i * 397 + 11) % 1000)) },
-    [step.inputs.encoderHiddenStates]: f32([batch, 77, model.contextDim], randn(batch * 77 * model.contextDim, 3)),
+    [step.inputs.timesteps]: { dtype: 'int64', shape: [rows], data: BigInt64Array.from({ length: rows }, (_, i) => BigInt((i * 397 + 11) % 1000)) },
+    [step.inputs.encoderHiddenStates]: f32([rows, 77, model.contextDim], randn(rows * 77 * model.contextDim, 3)),
   };
   if (addedCond) {
     // SDXL micro-conditioning of a square image at the bench resolution, uncropped.
@@ -262,29 +268,37 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   feeds[step.state.m] = f32([size], new Float32Array(size));
   feeds[step.state.v] = f32([size], new Float32Array(size));
   const stateBytes = 3 * size * 4;
+  /** One session run: `stepsPerRun` optimizer steps starting at step t. */
   const runStep = async (t: number): Promise<number> => {
-    for (const [k, v] of Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-4, t))) feeds[k] = f32([], Float32Array.of(v));
+    const perStep = Array.from({ length: stepsPerRun }, (_, k) => adamwStepValues(DEFAULT_ADAMW, 1e-4, t + k));
+    for (const name of Object.keys(perStep[0])) {
+      const values = Float32Array.from(perStep, (sv) => sv[name]);
+      feeds[name] = stepsPerRun > 1 ? f32([stepsPerRun], values) : f32([], values);
+    }
     const r = await session.run(feeds);
     feeds[step.state.params] = r[step.state.newParams];
     feeds[step.state.m] = r[step.state.newM];
     feeds[step.state.v] = r[step.state.newV];
-    return (r[step.outputs.loss].data as Float32Array)[0];
+    const lossOut = r[step.outputs.loss].data as Float32Array;
+    return lossOut[lossOut.length - 1];
   };
-  let loss = await runStep(1);
+  let t = 1;
+  let loss = await runStep(t);
   const firstStepMs = performance.now() - t0;
   const warmup = Number(args.warmup);
-  for (let i = 0; i < warmup; i++) loss = await runStep(2 + i);
-  const steps = Number(args.steps);
+  for (let i = 0; i < warmup; i++) loss = await runStep((t += stepsPerRun));
+  const runs = Math.max(1, Math.round(Number(args.steps) / stepsPerRun));
+  const steps = runs * stepsPerRun;
   const times: number[] = [];
-  for (let i = 0; i < steps; i++) {
+  for (let i = 0; i < runs; i++) {
     const s = performance.now();
-    loss = await runStep(2 + warmup + i);
-    times.push(performance.now() - s);
+    loss = await runStep((t += stepsPerRun));
+    times.push((performance.now() - s) / stepsPerRun);
   }
   const peakGpuGiB = await poller.stop();
   if (args.profile) {
     session.endProfiling();
-    summarizeProfile(join(cacheDir), `profile-b${batch}`, steps + warmup + 1);
+    summarizeProfile(join(cacheDir), `profile-b${batch}`, (runs + warmup + 1) * stepsPerRun);
   }
   await session.release();
   times.sort((a, b) => a - b);
@@ -300,6 +314,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     precision: dtype,
     attention: args.attention,
     loraRank: rank,
+      stepsPerRun,
     nodes: step.graph.nodes.length,
     itPerSec: +itPerSec.toFixed(3),
     imagesPerSec: +(itPerSec * batch).toFixed(3),
@@ -310,10 +325,10 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     sessionS: +(sessionMs / 1000).toFixed(2),
     peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
-    hostStateMiBPerStep: +((2 * stateBytes) / 2 ** 20).toFixed(1),
-    tflopPerStep: +(flops / 1e12).toFixed(4),
-    achievedTflops: +((flops * itPerSec) / 1e12).toFixed(2),
-    fractionOfH100Fp16Peak: device === 'cuda' ? +((flops * itPerSec) / 1e12 / H100_DENSE_FP16_TFLOPS).toFixed(4) : null,
+    hostStateMiBPerStep: +((2 * stateBytes) / stepsPerRun / 2 ** 20).toFixed(1),
+    tflopPerStep: +(flops / stepsPerRun / 1e12).toFixed(4),
+    achievedTflops: +((flops / stepsPerRun * itPerSec) / 1e12).toFixed(2),
+    fractionOfH100Fp16Peak: device === 'cuda' ? +((flops / stepsPerRun * itPerSec) / 1e12 / H100_DENSE_FP16_TFLOPS).toFixed(4) : null,
     finalLoss: loss,
   };
   console.log(JSON.stringify(result));

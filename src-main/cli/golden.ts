@@ -11,7 +11,9 @@ import { CASE_FAMILIES, formatReport, runConformance } from '../engine/conforman
 import { CliUsageError, type CliCommand } from './command';
 
 /** The transformers tokenizer reference kept with the tests (used when present: a source checkout). */
-const REPO_TOKENIZER_REFERENCE = fileURLToPath(new URL('../../test/golden/tokenizer/clip-transformers-reference.json', import.meta.url));
+const REPO_TOKENIZER_REFERENCE = fileURLToPath(
+  new URL('../../test/golden/tokenizer/clip-transformers-reference.json', import.meta.url),
+);
 const TOKENIZER_REFERENCE_NAME = 'clip-transformers-reference.json';
 
 export const goldenCommand: CliCommand = {
@@ -39,15 +41,26 @@ Exit code 0 when every case passes, 1 otherwise.`,
     }
     const folders = parsed.positionals;
     if (folders.length === 0) throw new CliUsageError('name at least one reference folder.');
-    const only = parsed.values.only?.split(',').map((s) => s.trim()).filter(Boolean);
+    const only = parsed.values.only
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const known = CASE_FAMILIES.map((f) => f.name);
     const wrong = only?.find((name) => !known.includes(name));
     if (wrong) throw new CliUsageError(`--only: unknown family "${wrong}" (families: ${known.join(', ')}).`);
 
     let failed = 0;
     for (const folder of folders.map((f) => resolve(f))) {
-      const references = [...(parsed.values['tokenizer-reference'] ?? []).map((f) => resolve(f)), join(folder, TOKENIZER_REFERENCE_NAME), REPO_TOKENIZER_REFERENCE].filter((f) => existsSync(f));
-      const report = await runConformance(folder, { only, tokenizerReferences: references, log: (line) => process.stderr.write(`  ${line}\n`) });
+      const references = [
+        ...(parsed.values['tokenizer-reference'] ?? []).map((f) => resolve(f)),
+        join(folder, TOKENIZER_REFERENCE_NAME),
+        REPO_TOKENIZER_REFERENCE,
+      ].filter((f) => existsSync(f));
+      const report = await runConformance(folder, {
+        only,
+        tokenizerReferences: references,
+        log: (line) => process.stderr.write(`  ${line}\n`),
+      });
       console.log(formatReport(report));
       console.log('');
       if (!report.passed) failed++;
@@ -68,7 +81,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       process.exitCode = await goldenCommand.run(args);
     } catch (err) {
       const usage = err instanceof CliUsageError;
-      console.error(`lora-studio golden: ${err instanceof Error ? err.message : String(err)}${usage ? `\n\nUsage: ${goldenCommand.usage}` : ''}`);
+      console.error(
+        `lora-studio golden: ${err instanceof Error ? err.message : String(err)}${usage ? `\n\nUsage: ${goldenCommand.usage}` : ''}`,
+      );
       if (process.env.LORA_STUDIO_DEBUG && err instanceof Error) console.error(err.stack);
       process.exitCode = usage ? 2 : 1;
     }

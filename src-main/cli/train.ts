@@ -14,8 +14,8 @@ export const trainCommand: CliCommand = {
 
   --images <folder>        images with .txt/.caption sidecars; kohya "N_name" folders repeat N times
   --out <file>             the LoRA to write (.safetensors)
-  --model <dir|file|url>   diffusers model folder, .safetensors checkpoint or URL to one
-                           (default: the embedded tiny SD 1.x model, for trying things out)
+  --model <dir|file|url>   diffusers model folder (SD 1.x, 2.x or SDXL), .safetensors checkpoint or
+                           URL to one (default: the embedded tiny SD 1.x model, for trying things out)
   --models-dir <dir>       where models live (default $LORA_STUDIO_HOME/models or ~/.cache/lora-studio/models)
   --cache-dir <dir>        latent / text-embedding cache (default $LORA_STUDIO_HOME/cache)
   --rank <n>               LoRA rank (default ${d.rank})
@@ -29,7 +29,8 @@ export const trainCommand: CliCommand = {
   --grad-accum <n>         micro-batches per optimizer step (default ${d.gradAccum})
   --max-grad-norm <x>      gradient-norm clipping, 0 = off (default ${d.maxGradNorm})
   --weight-decay <x>       AdamW weight decay (default ${d.weightDecay})
-  --resolution <px>        training resolution (default ${d.resolution}, for the tiny model; 512 for SD 1.5)
+  --resolution <px>        training resolution (default: the model's native size: 512 for SD 1.5,
+                           768 for SD 2.x-768, 1024 for SDXL, ${d.resolution} for the embedded tiny model)
   --bucket-step <px>       aspect-bucket side step (default ${d.bucketStep})
   --min-snr-gamma <x>      min-SNR weighting, 0 = off (default ${d.minSnrGamma})
   --noise-offset <x>       noise offset (default ${d.noiseOffset})

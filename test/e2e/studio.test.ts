@@ -1,9 +1,9 @@
 // The studio end to end: the real `lora-studio serve` (training in forked worker processes, the
 // real engine on the embedded tiny model) driven two ways: through the screens in Debian's
 // Chromium (open a dataset, fix a caption, train with previews, watch loss and previews arrive,
-// stop), and through the WebSocket API alone (the same flow plus export), so the back end is
+// stop, export), and through the WebSocket API alone (the same flow plus export), so the back end is
 // proven without the page. Each ends with the exported file read back as a valid LoRA.
-import { cpSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
@@ -47,7 +47,11 @@ async function connect(): Promise<{ call: <T>(method: string, params?: unknown) 
     if (msg.event) {
       events.push({ event: msg.event, payload: msg.payload });
       if (msg.event === 'train.event')
-        for (const w of [...waiters]) if (w.match(msg.payload as TrainEvent)) waiters.splice(waiters.indexOf(w), 1), w.resolve(msg.payload as TrainEvent);
+        for (const w of [...waiters]) {
+          if (!w.match(msg.payload as TrainEvent)) continue;
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(msg.payload as TrainEvent);
+        }
       return;
     }
     const p = pending.get(msg.id!);
@@ -73,7 +77,7 @@ async function connect(): Promise<{ call: <T>(method: string, params?: unknown) 
 }
 
 describe('the studio through its screens', () => {
-  it('opens a dataset, fixes a caption, trains with previews, shows loss and previews, stops', async () => {
+  it('opens a dataset, fixes a caption, trains with previews, shows loss and previews, stops, exports', async () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     const pageErrors: string[] = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -91,7 +95,7 @@ describe('the studio through its screens', () => {
     await caption.fill('shapez, a fixed caption');
     await page.getByRole('button', { name: 'Save caption' }).click();
     await expect.poll(() => page.getByText('Saved', { exact: true }).count(), { timeout: 10_000 }).toBeGreaterThan(0);
-    const captionFiles = ['blue-square', 'green-triangle', 'orange-stripes', 'pink-heart', 'purple-ring', 'red-circle', 'teal-diamond', 'yellow-star'].map((n) => readFileSync(join(folder, `${n}.txt`), 'utf8'));
+    const captionFiles = ['blue-square', 'green-triangle', 'orange-stripes', 'pink-heart', 'purple-ring', 'red-circle', 'teal-diamond', 'yellow-star'].map((n) => readFileSync(join(folder, `${n}.txt`), 'utf8').trim());
     expect(captionFiles).toContain('shapez, a fixed caption');
 
     // Train: the tiny preset, a run long enough to stop, previews every 10 steps.
@@ -101,7 +105,6 @@ describe('the studio through its screens', () => {
     await page.getByLabel('Preview prompts').fill('shapez, a red circle');
     await page.getByText('Advanced', { exact: true }).click();
     await page.getByLabel('Preview every').fill('10');
-    await page.getByLabel('Preview quality').fill('2');
     const out = join(workspace, 'ui-lora.safetensors');
     await page.getByLabel('Output file').fill(out);
     await page.getByRole('button', { name: 'Start training' }).click();
@@ -117,6 +120,20 @@ describe('the studio through its screens', () => {
     const lora = readLoraFile(out);
     expect(lora.format).toBe('kohya');
     expect(Number(lora.metadata.ss_steps)).toBeGreaterThan(10);
+
+    // Export: the run's LoRA in diffusers layout, read back as a valid LoRA.
+    await page.getByRole('tab', { name: 'Export' }).click();
+    const fromRun = page.getByLabel('From a run');
+    if (await fromRun.count()) await fromRun.selectOption(out);
+    else await page.getByLabel('LoRA file').fill(out);
+    await page.getByLabel('diffusers (PEFT keys)').check();
+    const exported = join(workspace, 'ui-lora-diffusers.safetensors');
+    await page.getByLabel('Save as').fill(exported);
+    await page.getByRole('button', { name: 'Export', exact: true }).click();
+    await expect.poll(() => existsSync(exported), { timeout: 30_000 }).toBe(true);
+    const reread = readLoraFile(exported);
+    expect(reread.format).toBe('diffusers');
+    expect(reread.modules.length).toBe(lora.modules.length);
     expect(pageErrors).toEqual([]);
     await page.close();
   }, 240_000);

@@ -1,7 +1,17 @@
 // The conformance runner (`npm run golden -- <folder>`) on the golden folders: every case of
 // tiny-sd15 and tiny-sdxl passes; a copy of tiny-sd15 with one UNet weight perturbed and one
 // extra, unknown case FAILS, with the failures where they belong.
-import { cpSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import {
+  cpSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -9,11 +19,17 @@ import { goldenCommand } from '../../src-main/cli/golden';
 import { commands } from '../../src-main/cli/main';
 import { CliUsageError } from '../../src-main/cli/command';
 import { decodeSafetensors, encodeSafetensors, openSafetensors } from '../../src-main/engine/io/safetensors';
-import { failsRun, formatReport, runConformance, type ConformanceReport } from '../../src-main/engine/conformance/runner';
+import {
+  failsRun,
+  formatReport,
+  runConformance,
+  type ConformanceReport,
+} from '../../src-main/engine/conformance/runner';
 import { goldenDir } from '../helpers/golden';
 
 const tokenizerReferences = [join(import.meta.dirname, 'tokenizer', 'clip-transformers-reference.json')];
-const statusOf = (report: ConformanceReport, name: string): string | undefined => report.results.find((r) => r.name === name)?.status;
+const statusOf = (report: ConformanceReport, name: string): string | undefined =>
+  report.results.find((r) => r.name === name)?.status;
 
 describe('conformance runner on the golden folders', () => {
   it('tiny-sd15: every case passes (the broken tokenizer reference is covered by the transformers one)', async () => {
@@ -76,7 +92,7 @@ describe('conformance runner on a corrupted copy of tiny-sd15', () => {
   const root = mkdtempSync(join(tmpdir(), 'conformance-'));
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  it('fails: a UNet weight scaled by 1.01 fails every UNet-dependent case, an extra key is an unknown case', async () => {
+  it('fails: a UNet weight scaled by 1.01 fails the UNet, LoRA and sampling cases, an extra key is an unknown case', async () => {
     const folder = join(root, 'tiny-sd15'); // same name, so the tokenizer reference still applies
     cpSync(goldenDir('tiny-sd15'), folder, { recursive: true });
     // conv_in.weight *= 1.01, in place
@@ -92,16 +108,40 @@ describe('conformance runner on a corrupted copy of tiny-sd15', () => {
     const casesFile = join(folder, 'cases.safetensors');
     const { tensors } = decodeSafetensors(readFileSync(casesFile), casesFile);
     const extra = [...tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
-    extra.push({ name: 'controlnet.output', dtype: 'F32', shape: [2], data: new Uint8Array(new Float32Array([1, 2]).buffer) });
+    extra.push({
+      name: 'controlnet.output',
+      dtype: 'F32',
+      shape: [2],
+      data: new Uint8Array(new Float32Array([1, 2]).buffer),
+    });
     writeFileSync(casesFile, encodeSafetensors(extra));
 
-    const report = await runConformance(folder, { tokenizerReferences });
+    // Every family but train (the slowest): its trajectory bounds are set by the tiny UNet's float32
+    // bottleneck noise (see engine/conformance/train.ts) and do NOT catch this 1% change (measured:
+    // final up-block LoRA 5.4e-3 and 8.3e-3 against the 1e-2 bound); unet.output is what does.
+    const only = ['tokenizer', 'text-encoder', 'vae', 'unet', 'ddpm', 'lora', 'adamw', 'sample'];
+    const report = await runConformance(folder, { tokenizerReferences, only });
     console.log(formatReport(report));
     expect(report.passed).toBe(false);
-    for (const name of ['unet.output', 'lora.output', 'sample.ddim.latents', 'sample.euler.latents', 'train.eps.losses']) expect(statusOf(report, name), name).toBe('FAIL');
+    for (const name of [
+      'unet.output',
+      'lora.output',
+      'lora.loss',
+      'lora.grads (256 tensors)',
+      'sample.ddim.latents',
+      'sample.euler.latents',
+      'sample.dpmpp2m.image',
+    ])
+      expect(statusOf(report, name), name).toBe('FAIL');
     expect(statusOf(report, 'controlnet.output')).toBe('unknown case');
     // the rest is untouched: the failure is localised, not a crash
-    for (const name of ['text_encoder.last_hidden_state', 'vae.decode.output', 'ddpm.alphas_cumprod', 'adamw.p3']) expect(statusOf(report, name), name).toBe('pass');
+    for (const name of [
+      'text_encoder.last_hidden_state',
+      'vae.decode.output',
+      'ddpm.alphas_cumprod',
+      'adamw.p3',
+    ])
+      expect(statusOf(report, name), name).toBe('pass');
     expect(formatReport(report).split('\n').at(-1)).toMatch(/^FAIL .*tiny-sd15: \d+ cases, .* 1 unknown/);
   });
 });
@@ -110,7 +150,9 @@ describe('golden CLI command', () => {
   it('is in the CLI table and refuses a call without a folder or with an unknown family', async () => {
     expect(commands.golden).toBe(goldenCommand);
     await expect(goldenCommand.run([])).rejects.toThrow(CliUsageError);
-    await expect(goldenCommand.run([goldenDir('tiny-sd15'), '--only', 'unet,nonsense'])).rejects.toThrow(/unknown family "nonsense"/);
+    await expect(goldenCommand.run([goldenDir('tiny-sd15'), '--only', 'unet,nonsense'])).rejects.toThrow(
+      /unknown family "nonsense"/,
+    );
   });
 
   it('exits 0 on a passing folder and prints the table', async () => {

@@ -5,7 +5,18 @@ import { Graph } from '../graph/graph';
 import { serializeModel } from '../graph/onnx-model';
 import { Session, type HostTensor } from '../runtime/session';
 import { adamwStepInputs, adamwStepValues, adamwUpdate, type AdamWConfig } from '../train/adamw';
-import { attempt, caseTensor, compareClose, floatsOf, formatTolerance, noteOf, type CaseFamily, type CaseResult, type ConformanceContext, type Tolerance } from './context';
+import {
+  attempt,
+  caseTensor,
+  compareClose,
+  floatsOf,
+  formatTolerance,
+  noteOf,
+  type CaseFamily,
+  type CaseResult,
+  type ConformanceContext,
+  type Tolerance,
+} from './context';
 
 // One update moves a parameter by ~lr; both sides are float32 with the same order of operations,
 // so the parameters agree to a few float32 ulps.
@@ -22,8 +33,16 @@ export function adamwSettings(ctx: ConformanceContext): { config: AdamWConfig; l
   const note = noteOf(ctx, 'adamw');
   const where = `${ctx.folder}/cases.json notes.adamw`;
   const betas = note.betas;
-  if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number')) throw new Error(`${where}: betas must be two numbers`);
-  return { config: { betas: [betas[0], betas[1]], eps: num(note, 'eps', where), weightDecay: num(note, 'weight_decay', where) }, lr: num(note, 'lr', where) };
+  if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number'))
+    throw new Error(`${where}: betas must be two numbers`);
+  return {
+    config: {
+      betas: [betas[0], betas[1]],
+      eps: num(note, 'eps', where),
+      weightDecay: num(note, 'weight_decay', where),
+    },
+    lr: num(note, 'lr', where),
+  };
 }
 
 export const adamwCases: CaseFamily = {
@@ -46,13 +65,35 @@ export const adamwCases: CaseFamily = {
       const vector = (data: Float32Array): HostTensor => ({ dtype: 'float32', shape: [n], data });
       const results: CaseResult[] = [];
       try {
-        let state: { p: Float32Array; m: Float32Array; v: Float32Array } = { p: floatsOf(caseTensor(ctx, 'adamw.p0')), m: new Float32Array(n), v: new Float32Array(n) };
+        let state: { p: Float32Array; m: Float32Array; v: Float32Array } = {
+          p: floatsOf(caseTensor(ctx, 'adamw.p0')),
+          m: new Float32Array(n),
+          v: new Float32Array(n),
+        };
         for (let step = 1; step <= steps; step++) {
-          const feeds: Record<string, HostTensor> = { p: vector(state.p), grad: vector(floatsOf(caseTensor(ctx, `adamw.grad${step - 1}`))), m: vector(state.m), v: vector(state.v) };
-          for (const [k, value] of Object.entries(adamwStepValues(config, lr, step))) feeds[k] = { dtype: 'float32', shape: [], data: Float32Array.of(value) };
+          const feeds: Record<string, HostTensor> = {
+            p: vector(state.p),
+            grad: vector(floatsOf(caseTensor(ctx, `adamw.grad${step - 1}`))),
+            m: vector(state.m),
+            v: vector(state.v),
+          };
+          for (const [k, value] of Object.entries(adamwStepValues(config, lr, step)))
+            feeds[k] = { dtype: 'float32', shape: [], data: Float32Array.of(value) };
           const r = await session.run(feeds);
-          state = { p: r.p_new!.data as Float32Array, m: r.m_new!.data as Float32Array, v: r.v_new!.data as Float32Array };
-          results.push(compareClose(`adamw.p${step}`, state.p, floatsOf(caseTensor(ctx, `adamw.p${step}`)), TOLERANCE, `step ${step} of lr ${lr}`));
+          state = {
+            p: r.p_new!.data as Float32Array,
+            m: r.m_new!.data as Float32Array,
+            v: r.v_new!.data as Float32Array,
+          };
+          results.push(
+            compareClose(
+              `adamw.p${step}`,
+              state.p,
+              floatsOf(caseTensor(ctx, `adamw.p${step}`)),
+              TOLERANCE,
+              `step ${step} of lr ${lr}`,
+            ),
+          );
         }
       } finally {
         await session.release();

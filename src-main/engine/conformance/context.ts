@@ -26,7 +26,8 @@ export interface CaseTensor {
  * reference inconsistent: the reference data contradicts its own reference implementation; not a
  * pass, see runner.ts for when it fails the run.
  */
-export type CaseStatus = 'pass' | 'FAIL' | 'error' | 'not supported' | 'unknown case' | 'reference inconsistent';
+export type CaseStatus =
+  'pass' | 'FAIL' | 'error' | 'not supported' | 'unknown case' | 'reference inconsistent';
 
 export interface CaseResult {
   name: string;
@@ -70,12 +71,19 @@ export function readCaseFile(file: string): Map<string, CaseTensor> {
   for (const [name, t] of tensors) {
     const raw = t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.byteLength); // aligned copy
     const data =
-      t.dtype === 'F32' ? new Float32Array(raw)
-      : t.dtype === 'F64' ? new Float64Array(raw)
-      : t.dtype === 'I32' ? new Int32Array(raw)
-      : t.dtype === 'I64' ? new BigInt64Array(raw)
-      : undefined;
-    if (!data) throw new Error(`${file}: tensor "${name}" has dtype ${t.dtype}; reference files hold F32, F64, I32 or I64`);
+      t.dtype === 'F32'
+        ? new Float32Array(raw)
+        : t.dtype === 'F64'
+          ? new Float64Array(raw)
+          : t.dtype === 'I32'
+            ? new Int32Array(raw)
+            : t.dtype === 'I64'
+              ? new BigInt64Array(raw)
+              : undefined;
+    if (!data)
+      throw new Error(
+        `${file}: tensor "${name}" has dtype ${t.dtype}; reference files hold F32, F64, I32 or I64`,
+      );
     out.set(name, { dtype: t.dtype, shape: [...t.shape], data });
   }
   return out;
@@ -94,10 +102,17 @@ export function floatsOf(t: CaseTensor): Float32Array {
   return Float32Array.from(t.data);
 }
 
-export const floatFeed = (t: CaseTensor): HostTensor => ({ dtype: 'float32', shape: t.shape, data: floatsOf(t) });
+export const floatFeed = (t: CaseTensor): HostTensor => ({
+  dtype: 'float32',
+  shape: t.shape,
+  data: floatsOf(t),
+});
 
 export function int64Feed(t: CaseTensor, rows?: number): HostTensor {
-  const data = t.data instanceof BigInt64Array ? t.data : BigInt64Array.from(Array.from(t.data, (v) => BigInt(Math.round(Number(v)))));
+  const data =
+    t.data instanceof BigInt64Array
+      ? t.data
+      : BigInt64Array.from(Array.from(t.data, (v) => BigInt(Math.round(Number(v)))));
   if (rows === undefined) return { dtype: 'int64', shape: t.shape, data };
   const rowSize = t.shape.slice(1).reduce((a, b) => a * b, 1);
   if (rows > t.shape[0]!) throw new Error(`needs ${rows} rows of a [${t.shape}] tensor`);
@@ -107,7 +122,8 @@ export function int64Feed(t: CaseTensor, rows?: number): HostTensor {
 /** cases.json notes[key] as an object; throws naming the file when absent. */
 export function noteOf(ctx: ConformanceContext, key: string): Record<string, unknown> {
   const note = ctx.notes[key];
-  if (typeof note !== 'object' || note === null || Array.isArray(note)) throw new Error(`${ctx.folder}/cases.json: notes["${key}"] is missing or not an object`);
+  if (typeof note !== 'object' || note === null || Array.isArray(note))
+    throw new Error(`${ctx.folder}/cases.json: notes["${key}"] is missing or not an object`);
   return note as Record<string, unknown>;
 }
 
@@ -119,16 +135,28 @@ export interface Tolerance {
 /** The README's bound for float32 on CPU: about 1e-4 relative, 1e-5 absolute on small values. */
 export const FLOAT32_TOLERANCE: Tolerance = { rtol: 1e-4, atol: 1e-5 };
 
-export const formatTolerance = (t: Tolerance): string => `rtol ${t.rtol.toExponential(0)} atol ${t.atol.toExponential(0)}`;
+export const formatTolerance = (t: Tolerance): string =>
+  `rtol ${t.rtol.toExponential(0)} atol ${t.atol.toExponential(0)}`;
 
 /**
  * |a - e| <= atol + rtol |e| for every element (NaN fails). maxRel is max |a - e| / |e| over the
  * elements with |e| > atol (below that the absolute bound is what matters).
  */
-export function compareClose(name: string, actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance = FLOAT32_TOLERANCE, note?: string): CaseResult {
+export function compareClose(
+  name: string,
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  tol: Tolerance = FLOAT32_TOLERANCE,
+  note?: string,
+): CaseResult {
   const tolerance = formatTolerance(tol);
   if (actual.length !== expected.length)
-    return { name, status: 'FAIL', tolerance, note: `${actual.length} values, the reference has ${expected.length}` };
+    return {
+      name,
+      status: 'FAIL',
+      tolerance,
+      note: `${actual.length} values, the reference has ${expected.length}`,
+    };
   let maxAbs = 0;
   let maxRel = 0;
   let outside = 0;
@@ -141,11 +169,22 @@ export function compareClose(name: string, actual: ArrayLike<number>, expected: 
     if (Math.abs(e) > tol.atol && !(d / Math.abs(e) <= maxRel)) maxRel = d / Math.abs(e);
   }
   const counted = outside > 0 ? `${outside}/${expected.length} values outside tolerance` : undefined;
-  return { name, status: outside === 0 ? 'pass' : 'FAIL', maxAbs, maxRel, tolerance, note: [counted, note].filter(Boolean).join('; ') || undefined };
+  return {
+    name,
+    status: outside === 0 ? 'pass' : 'FAIL',
+    maxAbs,
+    maxRel,
+    tolerance,
+    note: [counted, note].filter(Boolean).join('; ') || undefined,
+  };
 }
 
 /** ||actual - expected|| and ||expected|| (Euclidean) over one or more tensor pairs. */
-export function normDifference(pairs: Iterable<readonly [ArrayLike<number>, ArrayLike<number>]>): { diff: number; ref: number; maxAbs: number } {
+export function normDifference(pairs: Iterable<readonly [ArrayLike<number>, ArrayLike<number>]>): {
+  diff: number;
+  ref: number;
+  maxAbs: number;
+} {
   let num = 0;
   let den = 0;
   let maxAbs = 0;
@@ -162,10 +201,22 @@ export function normDifference(pairs: Iterable<readonly [ArrayLike<number>, Arra
 }
 
 /** One row judged by ||ours - ref|| / ||ref|| < bound (the "max rel" column holds that ratio). */
-export function compareNormRelative(name: string, pairs: Iterable<readonly [ArrayLike<number>, ArrayLike<number>]>, bound: number, note?: string): CaseResult {
+export function compareNormRelative(
+  name: string,
+  pairs: Iterable<readonly [ArrayLike<number>, ArrayLike<number>]>,
+  bound: number,
+  note?: string,
+): CaseResult {
   const { diff, ref, maxAbs } = normDifference(pairs);
   const rel = ref === 0 ? diff : diff / ref;
-  return { name, status: rel < bound ? 'pass' : 'FAIL', maxAbs, maxRel: rel, tolerance: `|d|/|ref| < ${bound.toExponential(0)}`, note };
+  return {
+    name,
+    status: rel < bound ? 'pass' : 'FAIL',
+    maxAbs,
+    maxRel: rel,
+    tolerance: `|d|/|ref| < ${bound.toExponential(0)}`,
+    note,
+  };
 }
 
 /** Thrown when a case needs a feature the engine does not have: reported as "not supported" (a failure). */
@@ -177,7 +228,11 @@ export class NotSupportedError extends Error {
  * Runs one check; an exception becomes an `error` row (or `not supported` for NotSupportedError)
  * naming the case, so the other cases still run.
  */
-export async function attempt(name: string, tolerance: string, check: () => Promise<CaseResult[]> | CaseResult[]): Promise<CaseResult[]> {
+export async function attempt(
+  name: string,
+  tolerance: string,
+  check: () => Promise<CaseResult[]> | CaseResult[],
+): Promise<CaseResult[]> {
   try {
     return await check();
   } catch (error) {

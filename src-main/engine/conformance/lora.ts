@@ -16,7 +16,13 @@ import { gradients } from '../autodiff/gradients';
 import { Graph } from '../graph/graph';
 import * as op from '../graph/ops';
 import { serializeModel } from '../graph/onnx-model';
-import { importLoraFile, loraTargetCatalog, toKohyaTensors, type ImportedLora, type LoraTargetCatalog } from '../lora/lora-import';
+import {
+  importLoraFile,
+  loraTargetCatalog,
+  toKohyaTensors,
+  type ImportedLora,
+  type LoraTargetCatalog,
+} from '../lora/lora-import';
 import { downName, kohyaKey, LoraNetwork, upName } from '../lora/lora-network';
 import type { TargetRule } from '../lora/targets';
 import { buildUNet2DCondition } from '../models/unet-2d-condition';
@@ -58,8 +64,10 @@ export function loraNotes(ctx: ConformanceContext): LoraNotes {
   const note = noteOf(ctx, 'lora');
   const where = `${ctx.folder}/cases.json notes.lora`;
   const { rank, alpha, targets, count } = note;
-  if (typeof rank !== 'number' || typeof alpha !== 'number') throw new Error(`${where}: rank and alpha must be numbers`);
-  if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'string')) throw new Error(`${where}: targets must be a list of module names`);
+  if (typeof rank !== 'number' || typeof alpha !== 'number')
+    throw new Error(`${where}: rank and alpha must be numbers`);
+  if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'string'))
+    throw new Error(`${where}: targets must be a list of module names`);
   return { rank, alpha, targets, count: typeof count === 'number' ? count : undefined };
 }
 
@@ -80,13 +88,23 @@ export function ourTensorName(fileName: string, catalog: LoraTargetCatalog): str
 
 function checkImported(lora: ImportedLora, notes: LoraNotes): string[] {
   const problems: string[] = [];
-  if (lora.unmatched.length > 0) problems.push(`${lora.unmatched.length} tensor(s) fit no layer (first ${lora.unmatched[0]})`);
+  if (lora.unmatched.length > 0)
+    problems.push(`${lora.unmatched.length} tensor(s) fit no layer (first ${lora.unmatched[0]})`);
   const off = lora.modules.filter((m) => m.rank !== notes.rank || m.alpha !== notes.alpha);
-  if (off.length > 0) problems.push(`${off.length} module(s) differ from rank ${notes.rank} alpha ${notes.alpha} (first ${off[0]!.module}: rank ${off[0]!.rank} alpha ${off[0]!.alpha})`);
+  if (off.length > 0)
+    problems.push(
+      `${off.length} module(s) differ from rank ${notes.rank} alpha ${notes.alpha} (first ${off[0]!.module}: rank ${off[0]!.rank} alpha ${off[0]!.alpha})`,
+    );
   return problems;
 }
 
-function gradientRow(ctx: ConformanceContext, catalog: LoraTargetCatalog, network: LoraNetwork, ours: Record<string, HostTensor>, nudged: Record<string, HostTensor>): CaseResult {
+function gradientRow(
+  ctx: ConformanceContext,
+  catalog: LoraTargetCatalog,
+  network: LoraNetwork,
+  ours: Record<string, HostTensor>,
+  nudged: Record<string, HostTensor>,
+): CaseResult {
   const file = join(ctx.folder, 'lora_grads.safetensors');
   const expected = new Map<string, Float32Array>();
   for (const [name, t] of readCaseFile(file)) {
@@ -97,7 +115,9 @@ function gradientRow(ctx: ConformanceContext, catalog: LoraTargetCatalog, networ
   const names = network.parameterNames();
   const missing = names.filter((n) => !expected.has(n));
   if (missing.length > 0 || expected.size !== names.length)
-    throw new Error(`${file}: holds ${expected.size} gradients for ${names.length} LoRA tensors${missing.length ? ` (none for ${missing[0]})` : ''}`);
+    throw new Error(
+      `${file}: holds ${expected.size} gradients for ${names.length} LoRA tensors${missing.length ? ` (none for ${missing[0]})` : ''}`,
+    );
 
   let maxAbs = 0;
   let worst = { ratio: -1, name: '', rel: 0, sensitivity: 0 };
@@ -141,8 +161,12 @@ function gradientRow(ctx: ConformanceContext, catalog: LoraTargetCatalog, networ
     note:
       `worst ${worst.name}: error ${worst.rel.toExponential(2)}, sensitivity ${worst.sensitivity.toExponential(2)} (error/bound ${worst.ratio.toFixed(2)}); ` +
       `max sensitivity ${maxSensitivity.toExponential(2)}; ${wellConditioned}/${checked} tensors at the plain 1e-3 bound` +
-      (zero > 0 ? `; ${zero} zero reference gradient(s): ours within |d| ${zeroWorst.toExponential(1)} < ${ZERO_GRADIENT.toExponential(0)}` : '') +
-      (enoughWellConditioned ? '' : '; too few well-conditioned tensors for the sensitivity bound to be meaningful'),
+      (zero > 0
+        ? `; ${zero} zero reference gradient(s): ours within |d| ${zeroWorst.toExponential(1)} < ${ZERO_GRADIENT.toExponential(0)}`
+        : '') +
+      (enoughWellConditioned
+        ? ''
+        : '; too few well-conditioned tensors for the sensitivity bound to be meaningful'),
   };
 }
 
@@ -164,9 +188,18 @@ export const loraCases: CaseFamily = {
 
       const feeds = unetFeeds(ctx);
       const g = new Graph('lora_conformance');
-      const network = new LoraNetwork({ prefix: 'lora_unet', rank: notes.rank, alpha: notes.alpha, targets: suffixTargets(notes.targets) });
+      const network = new LoraNetwork({
+        prefix: 'lora_unet',
+        rank: notes.rank,
+        alpha: notes.alpha,
+        targets: suffixTargets(notes.targets),
+      });
       const source = model.unet.weights.view((n) => n);
-      const out = buildUNet2DCondition(new Params(g, source, { dtype: 'float32', hook: network.hook() }), model.unet.config, unetGraphInputs(g, feeds)); // [B, 4, h, w]
+      const out = buildUNet2DCondition(
+        new Params(g, source, { dtype: 'float32', hook: network.hook() }),
+        model.unet.config,
+        unetGraphInputs(g, feeds),
+      ); // [B, 4, h, w]
       source.assertAllTaken();
       const targetCase = caseTensor(ctx, 'lora.target');
       const target = g.input('target', 'float32', targetCase.shape); // [B, 4, h, w]
@@ -178,19 +211,30 @@ export const loraCases: CaseFamily = {
       network.parameterNames().forEach((name, i) => g.output(grads[i]!, `grad:${name}`));
 
       const layers = network.modules.length;
-      if (notes.count !== undefined && layers !== notes.count) importProblems.push(`the network has ${layers} adapted layers, notes.lora.count says ${notes.count}`);
-      if (lora.modules.length !== layers) importProblems.push(`the file has ${lora.modules.length} modules for ${layers} adapted layers`);
+      if (notes.count !== undefined && layers !== notes.count)
+        importProblems.push(`the network has ${layers} adapted layers, notes.lora.count says ${notes.count}`);
+      if (lora.modules.length !== layers)
+        importProblems.push(`the file has ${lora.modules.length} modules for ${layers} adapted layers`);
       feeds.target = floatFeed(targetCase);
       for (const name of network.parameterNames()) {
         const data = tensors.get(name);
         if (!data) throw new Error(`${kohyaFile}: no tensor for ${name}`);
-        feeds[name] = { dtype: 'float32', shape: name.endsWith('lora_down.weight') ? network.modules.find((m) => downName(m.key) === name)!.downShape : network.modules.find((m) => upName(m.key) === name)!.upShape, data };
+        feeds[name] = {
+          dtype: 'float32',
+          shape: name.endsWith('lora_down.weight')
+            ? network.modules.find((m) => downName(m.key) === name)!.downShape
+            : network.modules.find((m) => upName(m.key) === name)!.upShape,
+          data,
+        };
       }
       results.push({
         name: 'lora_kohya.safetensors (import)',
         status: importProblems.length === 0 ? 'pass' : 'FAIL',
         tolerance: 'every module matched',
-        note: importProblems.length === 0 ? `${lora.modules.length} modules, rank ${notes.rank}, alpha ${notes.alpha}, targets ${notes.targets.join('/')}` : importProblems.join('; '),
+        note:
+          importProblems.length === 0
+            ? `${lora.modules.length} modules, rank ${notes.rank}, alpha ${notes.alpha}, targets ${notes.targets.join('/')}`
+            : importProblems.join('; '),
       });
 
       const diffusersFile = join(ctx.folder, 'lora_diffusers.safetensors');
@@ -198,7 +242,10 @@ export const loraCases: CaseFamily = {
         results.push(
           ...(await attempt('lora_diffusers.safetensors (import)', 'same weights as kohya', () => {
             // diffusers/peft files store no alpha: the folder's notes give it.
-            const other = toKohyaTensors(importLoraFile(diffusersFile, catalog, { defaultAlpha: notes.alpha }), model.kind === 'sdxl');
+            const other = toKohyaTensors(
+              importLoraFile(diffusersFile, catalog, { defaultAlpha: notes.alpha }),
+              model.kind === 'sdxl',
+            );
             const problems = [...tensors.keys()].filter((k) => !other.has(k));
             let maxAbs = 0;
             for (const [k, v] of tensors) {
@@ -206,7 +253,17 @@ export const loraCases: CaseFamily = {
               if (w) for (let i = 0; i < v.length; i++) maxAbs = Math.max(maxAbs, Math.abs(v[i]! - w[i]!));
             }
             const ok = problems.length === 0 && other.size === tensors.size && maxAbs === 0;
-            return [{ name: 'lora_diffusers.safetensors (import)', status: ok ? 'pass' : 'FAIL', maxAbs, tolerance: 'same weights as kohya', note: ok ? undefined : `${problems.length} tensor(s) missing, ${other.size} vs ${tensors.size} tensors` }];
+            return [
+              {
+                name: 'lora_diffusers.safetensors (import)',
+                status: ok ? 'pass' : 'FAIL',
+                maxAbs,
+                tolerance: 'same weights as kohya',
+                note: ok
+                  ? undefined
+                  : `${problems.length} tensor(s) missing, ${other.size} vs ${tensors.size} tensors`,
+              },
+            ];
           })),
         );
       }
@@ -214,13 +271,33 @@ export const loraCases: CaseFamily = {
       const session = await Session.create(serializeModel(g));
       try {
         const r = await session.run(feeds);
-        if (ctx.cases.has('lora.output')) results.push(compareClose('lora.output', r.output!.data as Float32Array, caseTensor(ctx, 'lora.output').data as Float32Array, OUTPUT));
-        if (ctx.cases.has('lora.loss')) results.push(compareClose('lora.loss', r.loss!.data as Float32Array, caseTensor(ctx, 'lora.loss').data as Float32Array, FLOAT32_TOLERANCE));
+        if (ctx.cases.has('lora.output'))
+          results.push(
+            compareClose(
+              'lora.output',
+              r.output!.data as Float32Array,
+              caseTensor(ctx, 'lora.output').data as Float32Array,
+              OUTPUT,
+            ),
+          );
+        if (ctx.cases.has('lora.loss'))
+          results.push(
+            compareClose(
+              'lora.loss',
+              r.loss!.data as Float32Array,
+              caseTensor(ctx, 'lora.loss').data as Float32Array,
+              FLOAT32_TOLERANCE,
+            ),
+          );
         if (existsSync(join(ctx.folder, 'lora_grads.safetensors'))) {
           const sample = feeds.sample!.data as Float32Array;
           const nudgedSample = Float32Array.from(sample, (v, i) => v * (1 + NUDGE * Math.sin(i * 12.9898)));
           const r2 = await session.run({ ...feeds, sample: { ...feeds.sample!, data: nudgedSample } });
-          results.push(...(await attempt('lora.grads', '|d|/|ref| < max(1e-3, 4 sens)', () => [gradientRow(ctx, catalog, network, r, r2)])));
+          results.push(
+            ...(await attempt('lora.grads', '|d|/|ref| < max(1e-3, 4 sens)', () => [
+              gradientRow(ctx, catalog, network, r, r2),
+            ])),
+          );
         }
       } finally {
         await session.release();

@@ -33,12 +33,22 @@ import { vaeCases } from './vae';
 
 export type { CaseResult, CaseStatus } from './context';
 
-export const CASE_FAMILIES: readonly CaseFamily[] = [tokenizerCases, textEncoderCases, vaeCases, unetCases, ddpmCases, loraCases, adamwCases, sampleCases, trainCases];
+export const CASE_FAMILIES: readonly CaseFamily[] = [
+  tokenizerCases,
+  textEncoderCases,
+  vaeCases,
+  unetCases,
+  ddpmCases,
+  loraCases,
+  adamwCases,
+  sampleCases,
+  trainCases,
+];
 
 export interface ConformanceOptions {
   /** clip-transformers-reference.json files (independent tokenizer references); missing files are ignored. */
   tokenizerReferences?: readonly string[];
-  /** Run only these families (by name); the other keys are not checked and not reported. */
+  /** Run only these families (by name); keys only other families read are not checked (unknown keys are still reported). */
   only?: readonly string[];
   /** Progress lines (family started / done). */
   log?: (line: string) => void;
@@ -57,27 +67,51 @@ export interface ConformanceReport {
 }
 
 /** Whether a row fails the run: anything but a pass, or a reference-inconsistent row no independent check covers. */
-export const failsRun = (r: CaseResult): boolean => r.status !== 'pass' && !(r.status === 'reference inconsistent' && r.coveredBy !== undefined);
+export const failsRun = (r: CaseResult): boolean =>
+  r.status !== 'pass' && !(r.status === 'reference inconsistent' && r.coveredBy !== undefined);
 
-function shapeRows(folder: string, declared: unknown, cases: ReadonlyMap<string, { shape: number[] }>): CaseResult[] {
+function shapeRows(
+  folder: string,
+  declared: unknown,
+  cases: ReadonlyMap<string, { shape: number[] }>,
+): CaseResult[] {
   if (typeof declared !== 'object' || declared === null) return [];
   const rows: CaseResult[] = [];
   for (const [key, shape] of Object.entries(declared as Record<string, unknown>)) {
     const t = cases.get(key);
     const expected = Array.isArray(shape) ? shape.join(',') : String(shape);
-    if (!t) rows.push({ name: key, status: 'FAIL', tolerance: 'declared case', note: `listed in ${folder}/cases.json but absent from cases.safetensors` });
-    else if (t.shape.join(',') !== expected) rows.push({ name: key, status: 'FAIL', tolerance: 'declared shape', note: `shape [${t.shape}] in cases.safetensors, cases.json says [${expected}]` });
+    if (!t)
+      rows.push({
+        name: key,
+        status: 'FAIL',
+        tolerance: 'declared case',
+        note: `listed in ${folder}/cases.json but absent from cases.safetensors`,
+      });
+    else if (t.shape.join(',') !== expected)
+      rows.push({
+        name: key,
+        status: 'FAIL',
+        tolerance: 'declared shape',
+        note: `shape [${t.shape}] in cases.safetensors, cases.json says [${expected}]`,
+      });
   }
   return rows;
 }
 
-export async function runConformance(folder: string, options: ConformanceOptions = {}): Promise<ConformanceReport> {
+export async function runConformance(
+  folder: string,
+  options: ConformanceOptions = {},
+): Promise<ConformanceReport> {
   const started = performance.now();
   const log = options.log ?? (() => {});
   if (!existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`${folder}: not a folder`);
   const casesFile = join(folder, 'cases.safetensors');
   const notesFile = join(folder, 'cases.json');
-  for (const f of [casesFile, notesFile, join(folder, 'model')]) if (!existsSync(f)) throw new Error(`${folder}: no ${f.slice(folder.length + 1)} (a conformance folder holds cases.safetensors, cases.json and model/)`);
+  for (const f of [casesFile, notesFile, join(folder, 'model')])
+    if (!existsSync(f))
+      throw new Error(
+        `${folder}: no ${f.slice(folder.length + 1)} (a conformance folder holds cases.safetensors, cases.json and model/)`,
+      );
   const cases = readCaseFile(casesFile);
   const json = parseConfigJson(readFileSync(notesFile, 'utf8'), notesFile);
   const notes = (json.notes ?? {}) as Record<string, unknown>;
@@ -97,10 +131,13 @@ export async function runConformance(folder: string, options: ConformanceOptions
 
   if (options.only) {
     const unknown = options.only.filter((name) => !CASE_FAMILIES.some((f) => f.name === name));
-    if (unknown.length > 0) throw new Error(`unknown case family "${unknown[0]}" (families: ${CASE_FAMILIES.map((f) => f.name).join(', ')})`);
+    if (unknown.length > 0)
+      throw new Error(
+        `unknown case family "${unknown[0]}" (families: ${CASE_FAMILIES.map((f) => f.name).join(', ')})`,
+      );
   }
   const selected = CASE_FAMILIES.filter((f) => !options.only || options.only.includes(f.name));
-  const results: CaseResult[] = options.only ? [] : shapeRows(folder, json.cases, cases);
+  const results: CaseResult[] = shapeRows(folder, json.cases, cases);
   const timings: ConformanceReport['timings'] = [];
   for (const family of selected) {
     if (![...cases.keys()].some((k) => family.claims(k))) continue;
@@ -110,26 +147,55 @@ export async function runConformance(folder: string, options: ConformanceOptions
       results.push(...(await family.run(ctx)));
     } catch (error) {
       // families report their own errors per case; this is a bug in one, still reported, never lost
-      results.push({ name: `${family.name} (family)`, status: 'error', tolerance: '-', note: (error as Error).message });
+      results.push({
+        name: `${family.name} (family)`,
+        status: 'error',
+        tolerance: '-',
+        note: (error as Error).message,
+      });
     }
     timings.push({ family: family.name, seconds: (performance.now() - t0) / 1000 });
   }
-  if (!options.only)
-    for (const key of cases.keys())
-      if (!CASE_FAMILIES.some((f) => f.claims(key))) results.push({ name: key, status: 'unknown case', tolerance: '-', note: 'no check of this runner reads this key' });
+  for (const key of cases.keys())
+    if (!CASE_FAMILIES.some((f) => f.claims(key)))
+      results.push({
+        name: key,
+        status: 'unknown case',
+        tolerance: '-',
+        note: 'no check of this runner reads this key',
+      });
 
   const failures = results.filter(failsRun);
-  return { folder, results, failures, passed: failures.length === 0, timings, seconds: (performance.now() - started) / 1000, only: options.only };
+  return {
+    folder,
+    results,
+    failures,
+    passed: failures.length === 0,
+    timings,
+    seconds: (performance.now() - started) / 1000,
+    only: options.only,
+  };
 }
 
-const number = (v: number | undefined): string => (v === undefined ? '-' : Number.isNaN(v) ? 'NaN' : v === 0 ? '0' : v.toExponential(2));
+const number = (v: number | undefined): string =>
+  v === undefined ? '-' : Number.isNaN(v) ? 'NaN' : v === 0 ? '0' : v.toExponential(2);
 
 /** The table (case, max abs error, max rel error, tolerance, status, note) and the summary line. */
 export function formatReport(report: ConformanceReport): string {
   const header = ['case', 'max abs err', 'max rel err', 'tolerance', 'status', 'note'];
   const rows = report.results.map((r) => {
-    const status = r.status === 'pass' ? 'pass' : r.status === 'reference inconsistent' ? `ref. inconsistent${r.coveredBy ? '' : ' (FAIL)'}` : r.status === 'FAIL' ? 'FAIL' : `FAIL: ${r.status}`;
-    const note = r.status === 'reference inconsistent' ? `${r.note ?? ''}; ${r.coveredBy ? `covered by "${r.coveredBy}" (pass)` : 'no independent reference covers it'}` : (r.note ?? '');
+    const status =
+      r.status === 'pass'
+        ? 'pass'
+        : r.status === 'reference inconsistent'
+          ? `ref. inconsistent${r.coveredBy ? '' : ' (FAIL)'}`
+          : r.status === 'FAIL'
+            ? 'FAIL'
+            : `FAIL: ${r.status}`;
+    const note =
+      r.status === 'reference inconsistent'
+        ? `${r.note ?? ''}; ${r.coveredBy ? `covered by "${r.coveredBy}" (pass)` : 'no independent reference covers it'}`
+        : (r.note ?? '');
     return [r.name, number(r.maxAbs), number(r.maxRel), r.tolerance, status, note];
   });
   const widths = header.slice(0, 5).map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
@@ -138,7 +204,11 @@ export function formatReport(report: ConformanceReport): string {
       .map((c, i) => (i === 5 ? c : i === 1 || i === 2 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd();
-  const out = [`conformance: ${report.folder}${report.only ? ` (only: ${report.only.join(', ')})` : ''}`, line(header), line(widths.map((w) => '-'.repeat(w)).concat('----'))];
+  const out = [
+    `conformance: ${report.folder}${report.only ? ` (only: ${report.only.join(', ')})` : ''}`,
+    line(header),
+    line(widths.map((w) => '-'.repeat(w)).concat('----')),
+  ];
   out.push(...rows.map(line));
 
   const count = (pred: (r: CaseResult) => boolean): number => report.results.filter(pred).length;
@@ -164,6 +234,8 @@ export function formatReport(report: ConformanceReport): string {
     `${count((r) => r.status === 'unknown case')} unknown`,
     `${inconsistent.length} reference inconsistent${inconsistent.length ? ` (${inconsistent.map((r) => `${r.name}${r.coveredBy ? ', covered' : ', NOT covered'}`).join('; ')})` : ''}`,
   ];
-  out.push(`${report.passed ? 'PASS' : 'FAIL'} ${report.folder}: ${parts.join(', ')} in ${report.seconds.toFixed(1)} s`);
+  out.push(
+    `${report.passed ? 'PASS' : 'FAIL'} ${report.folder}: ${parts.join(', ')} in ${report.seconds.toFixed(1)} s`,
+  );
   return out.join('\n');
 }

@@ -13,7 +13,19 @@ import { schedulerConfigFrom } from '../io/configs';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer';
 import { Generator, type GeneratedImage, type GenerationRequest } from '../sample/txt2img';
 import type { Sampler } from '../sample/create-scheduler';
-import { attempt, caseTensor, compareClose, floatsOf, formatTolerance, FLOAT32_TOLERANCE, noteOf, NotSupportedError, type CaseFamily, type CaseResult, type ConformanceContext } from './context';
+import {
+  attempt,
+  caseTensor,
+  compareClose,
+  floatsOf,
+  formatTolerance,
+  FLOAT32_TOLERANCE,
+  noteOf,
+  NotSupportedError,
+  type CaseFamily,
+  type CaseResult,
+  type ConformanceContext,
+} from './context';
 
 const KEY = /^sample\.([^.]+)\.(latents|image)$/;
 const INITIAL = 'sample.initial_latents';
@@ -51,13 +63,22 @@ function readNote(ctx: ConformanceContext, name: string): SampleNote {
   const raw = note.scheduler_config;
   if (typeof raw !== 'object' || raw === null) throw new Error(`${where}: scheduler_config is missing`);
   const className = (raw as Record<string, unknown>)._class_name ?? CLASS_OF_CASE_NAME[name];
-  if (typeof className !== 'string') throw new NotSupportedError(`${where}: no _class_name and "${name}" is not a scheduler name we know (${Object.keys(CLASS_OF_CASE_NAME).join(', ')})`);
+  if (typeof className !== 'string')
+    throw new NotSupportedError(
+      `${where}: no _class_name and "${name}" is not a scheduler name we know (${Object.keys(CLASS_OF_CASE_NAME).join(', ')})`,
+    );
   const samplerOf = SAMPLER_OF_CLASS[className];
-  if (!samplerOf) throw new NotSupportedError(`scheduler ${className} is not supported (supported: ${Object.keys(SAMPLER_OF_CLASS).join(', ')})`);
+  if (!samplerOf)
+    throw new NotSupportedError(
+      `scheduler ${className} is not supported (supported: ${Object.keys(SAMPLER_OF_CLASS).join(', ')})`,
+    );
   const config: Record<string, unknown> = { ...(raw as Record<string, unknown>), _class_name: className };
   const sampler = samplerOf(config);
   for (const [key, value] of Object.entries(FORCED[sampler] ?? {}))
-    if (key in config && config[key] !== value) throw new NotSupportedError(`${where}: scheduler_config ${key} = ${JSON.stringify(config[key])}; our ${sampler} always uses ${JSON.stringify(value)}`);
+    if (key in config && config[key] !== value)
+      throw new NotSupportedError(
+        `${where}: scheduler_config ${key} = ${JSON.stringify(config[key])}; our ${sampler} always uses ${JSON.stringify(value)}`,
+      );
   const number = (key: string, fallback?: number): number => {
     const v = note[key] ?? fallback;
     if (typeof v !== 'number') throw new Error(`${where}: ${key} must be a number`);
@@ -79,7 +100,9 @@ function readNote(ctx: ConformanceContext, name: string): SampleNote {
   const timeIds = note.time_ids;
   const defaultIds = [request.height, request.width, 0, 0, request.height, request.width];
   if (timeIds !== undefined && (!Array.isArray(timeIds) || timeIds.some((v, i) => v !== defaultIds[i])))
-    throw new NotSupportedError(`${where}: time_ids ${JSON.stringify(timeIds)} differ from the default ${JSON.stringify(defaultIds)}, which is what our Generator uses`);
+    throw new NotSupportedError(
+      `${where}: time_ids ${JSON.stringify(timeIds)} differ from the default ${JSON.stringify(defaultIds)}, which is what our Generator uses`,
+    );
   return { config, sampler, request };
 }
 
@@ -102,12 +125,18 @@ function emptyRow(rows: bigint[][], key: string): bigint[] {
   const pad = rows[0]!.at(-1)!;
   const ends = new Set<bigint>();
   for (const row of rows) {
-    if (row[0] !== start || row.at(-1) !== pad) throw new Error(`${key}: the recorded rows disagree on the start or padding id; the ids of "" cannot be read off them`);
+    if (row[0] !== start || row.at(-1) !== pad)
+      throw new Error(
+        `${key}: the recorded rows disagree on the start or padding id; the ids of "" cannot be read off them`,
+      );
     let last = row.length - 1;
     while (last > 0 && row[last] === pad) last--;
     ends.add(last > 0 ? row[last]! : pad);
   }
-  if (ends.size !== 1) throw new Error(`${key}: the recorded rows end with different ids (${[...ends].join(', ')}); the ids of "" cannot be read off them`);
+  if (ends.size !== 1)
+    throw new Error(
+      `${key}: the recorded rows end with different ids (${[...ends].join(', ')}); the ids of "" cannot be read off them`,
+    );
   const end = [...ends][0]!;
   return [start, end, ...new Array<bigint>(rows[0]!.length - 2).fill(pad)];
 }
@@ -118,28 +147,42 @@ function emptyRow(rows: bigint[][], key: string): bigint[] {
  * still what the reference pipeline encoded, so its rows are fed: the row of each text listed in
  * cases.json prompts, and for "" (when not listed) the row read off the others (emptyRow).
  */
-function referenceIds(ctx: ConformanceContext, request: GenerationRequest): { ids: GenerationRequest['promptIds']; note: string } {
+function referenceIds(
+  ctx: ConformanceContext,
+  request: GenerationRequest,
+): { ids: GenerationRequest['promptIds']; note: string } {
   const model = ctx.model();
   const bos = BigInt(ClipTokenizer.fromFolder(join(ctx.folder, 'model', 'tokenizer')).bosId);
-  const keys = model.kind === 'sdxl' ? ['tokenizer.input_ids', 'tokenizer_2.input_ids'] : ['tokenizer.input_ids'];
+  const keys =
+    model.kind === 'sdxl' ? ['tokenizer.input_ids', 'tokenizer_2.input_ids'] : ['tokenizer.input_ids'];
   const recorded = keys.map((key) => recordedRows(ctx, key));
-  if (recorded.every((rows) => !rows || rows.some((row) => row.includes(bos)))) return { ids: undefined, note: 'our tokenizer ids' };
+  if (recorded.every((rows) => !rows || rows.some((row) => row.includes(bos))))
+    return { ids: undefined, note: 'our tokenizer ids' };
   const derived: string[] = [];
   const rowOf = (rows: bigint[][] | undefined, key: string, text: string): bigint[] => {
     if (!rows) throw new Error(`${ctx.casesFile}: ${key} is missing; the reference token ids cannot be fed`);
     const index = ctx.prompts.indexOf(text);
     if (index >= 0 && index < rows.length) return rows[index]!;
-    if (text !== '') throw new Error(`${ctx.casesFile}: ${key} holds no row for ${JSON.stringify(text)} (not among the first ${rows.length} cases.json prompts), and the recorded ids are not our tokenizer's`);
+    if (text !== '')
+      throw new Error(
+        `${ctx.casesFile}: ${key} holds no row for ${JSON.stringify(text)} (not among the first ${rows.length} cases.json prompts), and the recorded ids are not our tokenizer's`,
+      );
     derived.push(key);
     return emptyRow(rows, key);
   };
   const negative = request.negativePrompt ?? '';
-  const ids: NonNullable<GenerationRequest['promptIds']> = { prompt: rowOf(recorded[0], keys[0]!, request.prompt), negative: rowOf(recorded[0], keys[0]!, negative) };
+  const ids: NonNullable<GenerationRequest['promptIds']> = {
+    prompt: rowOf(recorded[0], keys[0]!, request.prompt),
+    negative: rowOf(recorded[0], keys[0]!, negative),
+  };
   if (keys[1]) {
     ids.prompt2 = rowOf(recorded[1], keys[1], request.prompt);
     ids.negative2 = rowOf(recorded[1], keys[1], negative);
   }
-  return { ids, note: `reference token ids${derived.length ? ` (of "": start, end, padding read off the recorded ${derived.join(' and ')} rows)` : ''}` };
+  return {
+    ids,
+    note: `reference token ids${derived.length ? ` (of "": start, end, padding read off the recorded ${derived.join(' and ')} rows)` : ''}`,
+  };
 }
 
 export const sampleCases: CaseFamily = {
@@ -151,26 +194,36 @@ export const sampleCases: CaseFamily = {
     const tolerance = formatTolerance(FLOAT32_TOLERANCE);
     const results: CaseResult[] = [];
     for (const name of names) {
-      const keys = ['latents', 'image'].map((part) => `sample.${name}.${part}`).filter((k) => ctx.cases.has(k));
+      const keys = ['latents', 'image']
+        .map((part) => `sample.${name}.${part}`)
+        .filter((k) => ctx.cases.has(k));
       let image: GeneratedImage | undefined;
       let idsNote = '';
       const failed = await attempt(`sample.${name}`, tolerance, async () => {
         const { config, request } = readNote(ctx, name);
         const model = ctx.model();
-        const schedulerConfig = schedulerConfigFrom(config, `cases.json notes["sample.${name}"].scheduler_config`);
+        const schedulerConfig = schedulerConfigFrom(
+          config,
+          `cases.json notes["sample.${name}"].scheduler_config`,
+        );
         let generator: Generator;
         try {
           generator = await Generator.create({ ...model, schedulerConfig });
         } catch (error) {
           const message = (error as Error).message;
           // The engine refusing the model kind (SDXL before its pipeline exists) is a missing feature.
-          if (/not (yet )?(implemented|supported)/i.test(message)) throw new NotSupportedError(`our Generator: ${message}`);
+          if (/not (yet )?(implemented|supported)/i.test(message))
+            throw new NotSupportedError(`our Generator: ${message}`);
           throw error;
         }
         try {
           const { ids, note } = referenceIds(ctx, request);
           idsNote = note;
-          [image] = await generator.generate({ ...request, initialLatents: floatsOf(caseTensor(ctx, INITIAL)), promptIds: ids });
+          [image] = await generator.generate({
+            ...request,
+            initialLatents: floatsOf(caseTensor(ctx, INITIAL)),
+            promptIds: ids,
+          });
         } finally {
           await generator.release();
         }

@@ -3,13 +3,22 @@
 // token ids (`<tokenizer folder>.input_ids`, first N rows), and SDXL's `prompt_embeds` [N, 77, H1 + H2]
 // = the two penultimate states side by side (what the SDXL UNet receives).
 import { Graph, type Value } from '../graph/graph';
-import * as op from '../graph/ops';
 import { serializeModel } from '../graph/onnx-model';
 import type { CLIPTextConfig, ComponentWithWeights, OpenedModel } from '../io/model-folder';
 import { buildClipTextModel, clipTextKeyLayout } from '../models/clip-text-model';
 import { Params } from '../nn/params';
 import { Session } from '../runtime/session';
-import { attempt, caseTensor, compareClose, formatTolerance, FLOAT32_TOLERANCE, int64Feed, type CaseFamily, type CaseResult, type ConformanceContext } from './context';
+import {
+  attempt,
+  caseTensor,
+  compareClose,
+  formatTolerance,
+  FLOAT32_TOLERANCE,
+  int64Feed,
+  type CaseFamily,
+  type CaseResult,
+  type ConformanceContext,
+} from './context';
 
 const KEY = /^(text_encoder(?:_(\d+))?)\.(last_hidden_state|penultimate_hidden_state|text_embeds)$/;
 const PROMPT_EMBEDS = 'prompt_embeds';
@@ -21,15 +30,26 @@ const OUTPUTS = {
 } as const;
 
 function componentOf(model: OpenedModel, folderName: string): ComponentWithWeights<CLIPTextConfig> {
-  const component = folderName === 'text_encoder' ? model.textEncoder : folderName === 'text_encoder_2' ? model.textEncoder2 : undefined;
+  const component =
+    folderName === 'text_encoder'
+      ? model.textEncoder
+      : folderName === 'text_encoder_2'
+        ? model.textEncoder2
+        : undefined;
   if (!component) throw new Error(`the model has no ${folderName}/`);
   return component;
 }
 
-const tokenizerKeyOf = (folderName: string): string => `${folderName.replace(/^text_encoder/, 'tokenizer')}.input_ids`;
+const tokenizerKeyOf = (folderName: string): string =>
+  `${folderName.replace(/^text_encoder/, 'tokenizer')}.input_ids`;
 
 /** Runs one text encoder on the reference ids; returns the requested outputs [rows, ...] as float32. */
-async function encode(ctx: ConformanceContext, folderName: string, rows: number, wanted: ReadonlySet<keyof typeof OUTPUTS>): Promise<Map<string, Float32Array>> {
+async function encode(
+  ctx: ConformanceContext,
+  folderName: string,
+  rows: number,
+  wanted: ReadonlySet<keyof typeof OUTPUTS>,
+): Promise<Map<string, Float32Array>> {
   const { config, weights } = componentOf(ctx.model(), folderName);
   const ids = int64Feed(caseTensor(ctx, tokenizerKeyOf(folderName)), rows); // [rows, 77]
   const source = weights.view((n) => n);
@@ -37,9 +57,16 @@ async function encode(ctx: ConformanceContext, folderName: string, rows: number,
   const g = new Graph(`${folderName}_conformance`);
   const inputIds = g.input('input_ids', 'int64', [...ids.shape]);
   const p = new Params(g, source, { dtype: 'float32' });
-  const out = buildClipTextModel(p, config, inputIds, { textModelPrefix: layout.textModelPrefix, withProjection: wanted.has('text_embeds') || layout.hasProjection });
+  const out = buildClipTextModel(p, config, inputIds, {
+    textModelPrefix: layout.textModelPrefix,
+    withProjection: wanted.has('text_embeds') || layout.hasProjection,
+  });
   source.assertAllTaken();
-  const values: Record<string, Value | undefined> = { last: out.lastHiddenState, penultimate: out.hiddenStates.at(-2), textEmbeds: out.textEmbeds };
+  const values: Record<string, Value | undefined> = {
+    last: out.lastHiddenState,
+    penultimate: out.hiddenStates.at(-2),
+    textEmbeds: out.textEmbeds,
+  };
   for (const key of wanted) {
     const value = values[OUTPUTS[key]];
     if (!value) throw new Error(`${folderName}: the model gives no ${key}`);
@@ -85,7 +112,9 @@ export const textEncoderCases: CaseFamily = {
       want(folderName!, output as keyof typeof OUTPUTS, ctx.cases.get(key)!.shape[0]!);
     }
     const promptEmbeds = ctx.cases.get(PROMPT_EMBEDS);
-    if (promptEmbeds) for (const folderName of ['text_encoder', 'text_encoder_2']) want(folderName, 'penultimate_hidden_state', promptEmbeds.shape[0]!);
+    if (promptEmbeds)
+      for (const folderName of ['text_encoder', 'text_encoder_2'])
+        want(folderName, 'penultimate_hidden_state', promptEmbeds.shape[0]!);
 
     const results: CaseResult[] = [];
     const encoded = new Map<string, Map<string, Float32Array>>();
@@ -110,16 +139,33 @@ export const textEncoderCases: CaseFamily = {
     if (promptEmbeds) {
       results.push(
         ...(await attempt(PROMPT_EMBEDS, tolerance, () => {
-          if (ctx.model().kind !== 'sdxl') throw new Error('prompt_embeds is defined for SDXL models (two text encoders)');
+          if (ctx.model().kind !== 'sdxl')
+            throw new Error('prompt_embeds is defined for SDXL models (two text encoders)');
           const first = encoded.get('text_encoder')?.get('penultimate_hidden_state');
           const second = encoded.get('text_encoder_2')?.get('penultimate_hidden_state');
           if (!first || !second) throw new Error('a text encoder failed (see its rows)');
           const [rows, length, width] = promptEmbeds.shape as [number, number, number];
           const firstWidth = first.length / (plan.get('text_encoder')!.rows * length);
           const secondWidth = second.length / (plan.get('text_encoder_2')!.rows * length);
-          if (firstWidth + secondWidth !== width) throw new Error(`the two penultimate states are ${firstWidth} + ${secondWidth} wide, prompt_embeds ${width}`);
-          const ours = concatLastAxis(first.subarray(0, rows * length * firstWidth), firstWidth, second.subarray(0, rows * length * secondWidth), secondWidth);
-          return [compareClose(PROMPT_EMBEDS, ours, promptEmbeds.data as Float32Array, FLOAT32_TOLERANCE, 'penultimate states of text_encoder and text_encoder_2 concatenated')];
+          if (firstWidth + secondWidth !== width)
+            throw new Error(
+              `the two penultimate states are ${firstWidth} + ${secondWidth} wide, prompt_embeds ${width}`,
+            );
+          const ours = concatLastAxis(
+            first.subarray(0, rows * length * firstWidth),
+            firstWidth,
+            second.subarray(0, rows * length * secondWidth),
+            secondWidth,
+          );
+          return [
+            compareClose(
+              PROMPT_EMBEDS,
+              ours,
+              promptEmbeds.data as Float32Array,
+              FLOAT32_TOLERANCE,
+              'penultimate states of text_encoder and text_encoder_2 concatenated',
+            ),
+          ];
         })),
       );
     }

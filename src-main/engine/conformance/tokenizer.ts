@@ -22,12 +22,19 @@ interface FolderReference {
   untruncated_lengths?: number[];
 }
 
-function rowsOf(data: BigInt64Array | Int32Array | Float32Array | Float64Array, rows: number, cols: number): number[][] {
+function rowsOf(
+  data: BigInt64Array | Int32Array | Float32Array | Float64Array,
+  rows: number,
+  cols: number,
+): number[][] {
   const flat = Array.from(data as ArrayLike<number | bigint>, Number);
   return Array.from({ length: rows }, (_, r) => flat.slice(r * cols, (r + 1) * cols));
 }
 
-function firstDifference(ours: readonly number[][], reference: readonly number[][]): { rows: number; first?: string } {
+function firstDifference(
+  ours: readonly number[][],
+  reference: readonly number[][],
+): { rows: number; first?: string } {
   let rows = 0;
   let first: string | undefined;
   reference.forEach((ref, r) => {
@@ -40,24 +47,35 @@ function firstDifference(ours: readonly number[][], reference: readonly number[]
 }
 
 /** Our tokenizer against the transformers reference entry for `<folder name>/model/<sub>`, if a file has one. */
-function checkTransformersReference(ctx: ConformanceContext, sub: string, tokenizer: ClipTokenizer): CaseResult | undefined {
+function checkTransformersReference(
+  ctx: ConformanceContext,
+  sub: string,
+  tokenizer: ClipTokenizer,
+): CaseResult | undefined {
   const entryName = `${basename(ctx.folder)}/model/${sub}`;
   for (const file of ctx.tokenizerReferences) {
     if (!existsSync(file)) continue;
-    const json = parseConfigJson(readFileSync(file, 'utf8'), file) as { generator?: string; folders?: Record<string, FolderReference> };
+    const json = parseConfigJson(readFileSync(file, 'utf8'), file) as {
+      generator?: string;
+      folders?: Record<string, FolderReference>;
+    };
     const ref = json.folders?.[entryName];
     if (!ref) continue;
     const name = `${sub} (transformers reference)`;
     const ours = ref.prompts.map((p) => Array.from(tokenizer.encode(p)));
     const { rows, first } = firstDifference(ours, ref.input_ids);
-    const counts = (ref.untruncated_lengths ?? []).filter((n, i) => tokenizer.countTokens(ref.prompts[i]!).tokens !== n - 2).length;
+    const counts = (ref.untruncated_lengths ?? []).filter(
+      (n, i) => tokenizer.countTokens(ref.prompts[i]!).tokens !== n - 2,
+    ).length;
     const ok = rows === 0 && counts === 0;
     const source = `${ref.prompts.length} prompts from ${basename(file)} (${json.generator ?? 'transformers'})`;
     return {
       name,
       status: ok ? 'pass' : 'FAIL',
       tolerance: EXACT,
-      note: ok ? source : `${rows} row(s) differ${first ? ` (first: ${first})` : ''}, ${counts} token count(s) differ; ${source}`,
+      note: ok
+        ? source
+        : `${rows} row(s) differ${first ? ` (first: ${first})` : ''}, ${counts} token count(s) differ; ${source}`,
     };
   }
   return undefined;
@@ -78,7 +96,8 @@ export const tokenizerCases: CaseFamily = {
           const tokenizer = ClipTokenizer.fromFolder(dir);
           const expected = caseTensor(ctx, key);
           const [count, length] = expected.shape as [number, number];
-          if (count > ctx.prompts.length) throw new Error(`${key} has ${count} rows but cases.json has ${ctx.prompts.length} prompts`);
+          if (count > ctx.prompts.length)
+            throw new Error(`${key} has ${count} rows but cases.json has ${ctx.prompts.length} prompts`);
           const reference = rowsOf(expected.data, count, length);
           const ours = ctx.prompts.slice(0, count).map((p) => Array.from(tokenizer.encode(p)));
           const { rows, first } = firstDifference(ours, reference);
@@ -93,7 +112,12 @@ export const tokenizerCases: CaseFamily = {
               coveredBy: independent?.status === 'pass' ? independent.name : undefined,
             });
           } else {
-            rowsOut.push({ name: key, status: rows === 0 ? 'pass' : 'FAIL', tolerance: EXACT, note: rows === 0 ? `${count} prompts` : `${rows}/${count} rows differ (first: ${first})` });
+            rowsOut.push({
+              name: key,
+              status: rows === 0 ? 'pass' : 'FAIL',
+              tolerance: EXACT,
+              note: rows === 0 ? `${count} prompts` : `${rows}/${count} rows differ (first: ${first})`,
+            });
           }
           if (independent) rowsOut.push(independent);
           return rowsOut;

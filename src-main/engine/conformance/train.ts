@@ -14,7 +14,20 @@ import type { AdamWConfig } from '../train/adamw';
 import { adamwStepValues } from '../train/adamw';
 import type { PredictionType } from '../train/diffusion-loss';
 import { addedCondShapeOf, buildTrainStepGraph } from '../train/train-step-graph';
-import { attempt, caseTensor, compareClose, compareNormRelative, floatsOf, noteOf, NotSupportedError, readCaseFile, type CaseFamily, type CaseResult, type ConformanceContext, type Tolerance } from './context';
+import {
+  attempt,
+  caseTensor,
+  compareClose,
+  compareNormRelative,
+  floatsOf,
+  noteOf,
+  NotSupportedError,
+  readCaseFile,
+  type CaseFamily,
+  type CaseResult,
+  type ConformanceContext,
+  type Tolerance,
+} from './context';
 import { ourTensorName, suffixTargets } from './lora';
 
 const KEY = /^train\.([^.]+)\.losses$/;
@@ -62,14 +75,22 @@ function readNote(ctx: ConformanceContext, variant: string): TrainNote {
     return v;
   };
   const prediction = note.prediction;
-  if (prediction !== 'epsilon' && prediction !== 'v_prediction') throw new NotSupportedError(`${where}: prediction ${JSON.stringify(prediction)} (supported: epsilon, v_prediction)`);
+  if (prediction !== 'epsilon' && prediction !== 'v_prediction')
+    throw new NotSupportedError(
+      `${where}: prediction ${JSON.stringify(prediction)} (supported: epsilon, v_prediction)`,
+    );
   const optimizer = String(note.optimizer ?? '');
-  if (!/^AdamW\b/i.test(optimizer)) throw new NotSupportedError(`${where}: optimizer "${optimizer}" (supported: AdamW)`);
-  if (!/constant lr/i.test(optimizer)) throw new NotSupportedError(`${where}: only a constant learning rate is checked, the note says "${optimizer}"`);
+  if (!/^AdamW\b/i.test(optimizer))
+    throw new NotSupportedError(`${where}: optimizer "${optimizer}" (supported: AdamW)`);
+  if (!/constant lr/i.test(optimizer))
+    throw new NotSupportedError(
+      `${where}: only a constant learning rate is checked, the note says "${optimizer}"`,
+    );
   const betas = match(optimizer, `betas \\(${NUMBER},\\s*${NUMBER}\\)`, 'betas', where);
   const lora = String(note.lora ?? '');
   const initial = match(lora, 'down \\(A\\) = (\\S+\\.safetensors)', 'the initial LoRA file', where)[1]!;
-  if (!/up \(B\) = zeros/i.test(lora)) throw new NotSupportedError(`${where}: LoRA up tensors must start at zero ("${lora}")`);
+  if (!/up \(B\) = zeros/i.test(lora))
+    throw new NotSupportedError(`${where}: LoRA up tensors must start at zero ("${lora}")`);
   return {
     prediction,
     minSnrGamma: optional('min_snr_gamma'),
@@ -97,21 +118,36 @@ async function runVariant(ctx: ConformanceContext, variant: string): Promise<Cas
   const x0 = caseTensor(ctx, 'train.x0');
   const ehs = caseTensor(ctx, 'train.encoder_hidden_states');
   const [batch, channels, h, w] = x0.shape as [number, number, number, number];
-  if (n.batch !== batch) throw new Error(`${ctx.folder}/cases.json notes["train.${variant}"]: batch ${n.batch}, train.x0 holds ${batch}`);
+  if (n.batch !== batch)
+    throw new Error(
+      `${ctx.folder}/cases.json notes["train.${variant}"]: batch ${n.batch}, train.x0 holds ${batch}`,
+    );
   const addedCond = addedCondShapeOf(model.unet.config);
   const step = buildTrainStepGraph({
     unetConfig: model.unet.config,
     weights: model.unet.weights.view((k) => k),
     build: { dtype: 'float32' },
     lora: { rank: n.rank, alpha: n.alpha, targets: suffixTargets(n.targets) },
-    shape: { batch, latentHeight: h, latentWidth: w, tokens: ehs.shape[1]!, contextDim: ehs.shape[2]!, addedCond },
+    shape: {
+      batch,
+      latentHeight: h,
+      latentWidth: w,
+      tokens: ehs.shape[1]!,
+      contextDim: ehs.shape[2]!,
+      addedCond,
+    },
     loss: { prediction: n.prediction, minSnrGamma: n.minSnrGamma },
-    alphasCumprod: NoiseSchedule.fromConfig(model.schedulerConfig, 'model/scheduler/scheduler_config.json').alphasCumprod,
+    alphasCumprod: NoiseSchedule.fromConfig(model.schedulerConfig, 'model/scheduler/scheduler_config.json')
+      .alphasCumprod,
     adamw: n.adamw,
     maxGradNorm: n.maxGradNorm,
   });
   const session = await Session.create(serializeModel(step.graph));
-  const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
+  const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({
+    dtype: 'float32',
+    shape,
+    data,
+  });
   const catalog = loraTargetCatalog(model);
   const byOurName = (file: string): Map<string, Float32Array> => {
     const out = new Map<string, Float32Array>();
@@ -129,19 +165,29 @@ async function runVariant(ctx: ConformanceContext, variant: string): Promise<Cas
   for (const t of step.layout.tensors) {
     if (!t.name.endsWith('.lora_down.weight')) continue;
     const down = initial.get(t.name);
-    if (!down || down.length !== t.size) throw new Error(`${join(ctx.folder, n.initialDownFile)}: no ${t.size}-value tensor for ${t.name}`);
+    if (!down || down.length !== t.size)
+      throw new Error(`${join(ctx.folder, n.initialDownFile)}: no ${t.size}-value tensor for ${t.name}`);
     params.set(down, t.offset);
   }
   const noiseAll = floatsOf(caseTensor(ctx, 'train.noise')); // [S, B, C, h, w]
   const offsetAll = floatsOf(caseTensor(ctx, 'train.offset_noise')); // [S, B, C, 1, 1]
   const timestepsAll = caseTensor(ctx, 'train.timesteps'); // [S, B]
-  const timesteps = timestepsAll.data instanceof BigInt64Array ? timestepsAll.data : BigInt64Array.from(Array.from(timestepsAll.data, (t) => BigInt(t)));
+  const timesteps =
+    timestepsAll.data instanceof BigInt64Array
+      ? timestepsAll.data
+      : BigInt64Array.from(Array.from(timestepsAll.data, (t) => BigInt(t)));
   const steps = timestepsAll.shape[0]!;
-  if (n.steps !== steps) throw new Error(`${ctx.folder}/cases.json notes["train.${variant}"]: ${n.steps} steps, train.timesteps holds ${steps}`);
+  if (n.steps !== steps)
+    throw new Error(
+      `${ctx.folder}/cases.json notes["train.${variant}"]: ${n.steps} steps, train.timesteps holds ${steps}`,
+    );
   const perStep = x0.data.length;
   const added: Record<string, HostTensor> = {};
   if (addedCond) {
-    added[step.inputs.textEmbeds!] = f32([batch, addedCond.textEmbedsDim], floatsOf(caseTensor(ctx, 'train.text_embeds')));
+    added[step.inputs.textEmbeds!] = f32(
+      [batch, addedCond.textEmbedsDim],
+      floatsOf(caseTensor(ctx, 'train.text_embeds')),
+    );
     added[step.inputs.timeIds!] = f32([batch, 6], floatsOf(caseTensor(ctx, 'train.time_ids')));
   }
   const losses = new Float32Array(steps);
@@ -149,18 +195,26 @@ async function runVariant(ctx: ConformanceContext, variant: string): Promise<Cas
     for (let s = 0; s < steps; s++) {
       // noise_s = noise[s] + offset * offset_noise[s] (broadcast over h, w)
       const noise = new Float32Array(perStep);
-      for (let i = 0; i < perStep; i++) noise[i] = noiseAll[s * perStep + i]! + n.noiseOffset * offsetAll[s * batch * channels + Math.floor(i / (h * w))]!;
+      for (let i = 0; i < perStep; i++)
+        noise[i] =
+          noiseAll[s * perStep + i]! +
+          n.noiseOffset * offsetAll[s * batch * channels + Math.floor(i / (h * w))]!;
       const feeds: Record<string, HostTensor> = {
         [step.inputs.latents]: f32(x0.shape, floatsOf(x0)),
         [step.inputs.noise]: f32(x0.shape, noise),
-        [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: timesteps.slice(s * batch, (s + 1) * batch) },
+        [step.inputs.timesteps]: {
+          dtype: 'int64',
+          shape: [batch],
+          data: timesteps.slice(s * batch, (s + 1) * batch),
+        },
         [step.inputs.encoderHiddenStates]: f32(ehs.shape, floatsOf(ehs)),
         [step.state.params]: f32([step.layout.size], params),
         [step.state.m]: f32([step.layout.size], m),
         [step.state.v]: f32([step.layout.size], v),
         ...added,
       };
-      for (const [k, value] of Object.entries(adamwStepValues(n.adamw, n.lr, s + 1))) feeds[k] = f32([], Float32Array.of(value));
+      for (const [k, value] of Object.entries(adamwStepValues(n.adamw, n.lr, s + 1)))
+        feeds[k] = f32([], Float32Array.of(value));
       const r = await session.run(feeds);
       losses[s] = (r[step.outputs.loss]!.data as Float32Array)[0]!;
       params = r[step.state.newParams]!.data as Float32Array;
@@ -171,15 +225,40 @@ async function runVariant(ctx: ConformanceContext, variant: string): Promise<Cas
     await session.release();
   }
 
-  const results = [compareClose(`train.${variant}.losses`, losses, floatsOf(caseTensor(ctx, `train.${variant}.losses`)), LOSSES, `${steps} steps, ${n.prediction}`)];
+  const results = [
+    compareClose(
+      `train.${variant}.losses`,
+      losses,
+      floatsOf(caseTensor(ctx, `train.${variant}.losses`)),
+      LOSSES,
+      `${steps} steps, ${n.prediction}`,
+    ),
+  ];
   const finalFile = join(ctx.folder, n.finalLoraFile);
   const final = byOurName(finalFile);
   const missing = step.layout.tensors.filter((t) => !final.has(t.name));
-  if (missing.length > 0) throw new Error(`${finalFile}: no tensor for ${missing[0]!.name} (${missing.length} missing)`);
+  if (missing.length > 0)
+    throw new Error(`${finalFile}: no tensor for ${missing[0]!.name} (${missing.length} missing)`);
   const pairs = (filter: (module: string) => boolean): [Float32Array, Float32Array][] =>
-    step.layout.tensors.filter((t) => filter(t.name)).map((t) => [params.subarray(t.offset, t.offset + t.size), final.get(t.name)!]);
-  results.push(compareNormRelative(`train.${variant}.final_lora (up blocks)`, pairs((name) => name.startsWith('lora_unet_up_blocks_')), FINAL_UP_BLOCKS, n.finalLoraFile));
-  results.push(compareNormRelative(`train.${variant}.final_lora (all)`, pairs(() => true), FINAL_ALL, n.finalLoraFile));
+    step.layout.tensors
+      .filter((t) => filter(t.name))
+      .map((t) => [params.subarray(t.offset, t.offset + t.size), final.get(t.name)!]);
+  results.push(
+    compareNormRelative(
+      `train.${variant}.final_lora (up blocks)`,
+      pairs((name) => name.startsWith('lora_unet_up_blocks_')),
+      FINAL_UP_BLOCKS,
+      n.finalLoraFile,
+    ),
+  );
+  results.push(
+    compareNormRelative(
+      `train.${variant}.final_lora (all)`,
+      pairs(() => true),
+      FINAL_ALL,
+      n.finalLoraFile,
+    ),
+  );
   return results;
 }
 
@@ -190,7 +269,12 @@ export const trainCases: CaseFamily = {
   async run(ctx) {
     const variants = [...ctx.cases.keys()].filter((k) => KEY.test(k)).map((k) => KEY.exec(k)![1]!);
     const results: CaseResult[] = [];
-    for (const variant of variants) results.push(...(await attempt(`train.${variant}.losses`, `rtol ${LOSSES.rtol.toExponential(0)}`, () => runVariant(ctx, variant))));
+    for (const variant of variants)
+      results.push(
+        ...(await attempt(`train.${variant}.losses`, `rtol ${LOSSES.rtol.toExponential(0)}`, () =>
+          runVariant(ctx, variant),
+        )),
+      );
     return results;
   },
 };

@@ -6,7 +6,16 @@ import { serializeModel } from '../graph/onnx-model';
 import { buildUNet2DCondition, type UNetInputs } from '../models/unet-2d-condition';
 import { Params } from '../nn/params';
 import { Session, type HostTensor } from '../runtime/session';
-import { attempt, caseTensor, compareClose, floatFeed, formatTolerance, FLOAT32_TOLERANCE, type CaseFamily, type ConformanceContext } from './context';
+import {
+  attempt,
+  caseTensor,
+  compareClose,
+  floatFeed,
+  formatTolerance,
+  FLOAT32_TOLERANCE,
+  type CaseFamily,
+  type ConformanceContext,
+} from './context';
 
 const REQUIRED = ['sample', 'timestep', 'encoder_hidden_states'] as const;
 const ADDED = ['text_embeds', 'time_ids'] as const;
@@ -25,7 +34,9 @@ export function unetGraphInputs(g: Graph, feeds: Record<string, HostTensor>): UN
     sample: input('sample'), // [B, 4, h, w]
     timestep: input('timestep'), // [B]
     encoderHiddenStates: input('encoder_hidden_states'), // [B, L, C]
-    addedCond: feeds.text_embeds ? { textEmbeds: input('text_embeds'), timeIds: input('time_ids') } : undefined, // [B, P], [B, 6]
+    addedCond: feeds.text_embeds
+      ? { textEmbeds: input('text_embeds'), timeIds: input('time_ids') }
+      : undefined, // [B, P], [B, 6]
   };
 }
 
@@ -40,13 +51,23 @@ export const unetCases: CaseFamily = {
       const feeds = unetFeeds(ctx);
       const source = weights.view((n) => n);
       const g = new Graph('unet_conformance');
-      const out = buildUNet2DCondition(new Params(g, source, { dtype: 'float32' }), config, unetGraphInputs(g, feeds)); // [B, 4, h, w]
+      const out = buildUNet2DCondition(
+        new Params(g, source, { dtype: 'float32' }),
+        config,
+        unetGraphInputs(g, feeds),
+      ); // [B, 4, h, w]
       source.assertAllTaken();
       g.output(out, 'out');
       const session = await Session.create(serializeModel(g));
       try {
         const result = await session.run(feeds);
-        return [compareClose('unet.output', result.out!.data as Float32Array, caseTensor(ctx, 'unet.output').data as Float32Array)];
+        return [
+          compareClose(
+            'unet.output',
+            result.out!.data as Float32Array,
+            caseTensor(ctx, 'unet.output').data as Float32Array,
+          ),
+        ];
       } finally {
         await session.release();
       }

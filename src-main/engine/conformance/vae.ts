@@ -7,7 +7,15 @@ import { serializeModel } from '../graph/onnx-model';
 import { buildVaeDecoder, buildVaeEncoder } from '../models/autoencoder-kl';
 import { Params } from '../nn/params';
 import { Session, type HostTensor } from '../runtime/session';
-import { attempt, compareClose, floatFeed, formatTolerance, FLOAT32_TOLERANCE, type CaseFamily, type CaseResult } from './context';
+import {
+  attempt,
+  compareClose,
+  floatFeed,
+  formatTolerance,
+  FLOAT32_TOLERANCE,
+  type CaseFamily,
+  type CaseResult,
+} from './context';
 
 const CHECKS = [
   ['vae.encode.mean', 'mean'],
@@ -29,10 +37,18 @@ export const vaeCases: CaseFamily = {
       const image = ctx.cases.get('vae.encode.input');
       const latents = ctx.cases.get('vae.decode.input');
       for (const [key] of present)
-        if (!(key.startsWith('vae.encode') ? image : latents)) throw new Error(`${ctx.casesFile}: ${key} is there but its input ${key.startsWith('vae.encode') ? 'vae.encode.input' : 'vae.decode.input'} is missing`);
+        if (!(key.startsWith('vae.encode') ? image : latents))
+          throw new Error(
+            `${ctx.casesFile}: ${key} is there but its input ${key.startsWith('vae.encode') ? 'vae.encode.input' : 'vae.decode.input'} is missing`,
+          );
       const factor = 2 ** (config.block_out_channels.length - 1);
       const imageShape = image?.shape ?? [1, config.in_channels, 8 * factor, 8 * factor];
-      const latentShape = latents?.shape ?? [1, config.latent_channels, imageShape[2]! / factor, imageShape[3]! / factor];
+      const latentShape = latents?.shape ?? [
+        1,
+        config.latent_channels,
+        imageShape[2]! / factor,
+        imageShape[3]! / factor,
+      ];
       const source = weights.view((n) => n);
       const g = new Graph('vae_conformance');
       const p = new Params(g, source, { dtype: 'float32' });
@@ -41,16 +57,25 @@ export const vaeCases: CaseFamily = {
       source.assertAllTaken();
       const outputs: Record<string, Value> = { mean: dist.mean, std: dist.std, decoded };
       for (const [name, value] of Object.entries(outputs)) g.output(value, name);
-      const zeros = (shape: number[]): HostTensor => ({ dtype: 'float32', shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
+      const zeros = (shape: number[]): HostTensor => ({
+        dtype: 'float32',
+        shape,
+        data: new Float32Array(shape.reduce((a, b) => a * b, 1)),
+      });
       const session = await Session.create(serializeModel(g));
       try {
-        result = await session.run({ image: image ? floatFeed(image) : zeros(imageShape), latents: latents ? floatFeed(latents) : zeros(latentShape) });
+        result = await session.run({
+          image: image ? floatFeed(image) : zeros(imageShape),
+          latents: latents ? floatFeed(latents) : zeros(latentShape),
+        });
       } finally {
         await session.release();
       }
       return [];
     });
     if (failed.length > 0) return present.map(([key]) => ({ ...failed[0]!, name: key }));
-    return present.map(([key, output]): CaseResult => compareClose(key, result[output]!.data as Float32Array, ctx.cases.get(key)!.data as Float32Array));
+    return present.map(([key, output]): CaseResult =>
+      compareClose(key, result[output]!.data as Float32Array, ctx.cases.get(key)!.data as Float32Array),
+    );
   },
 };

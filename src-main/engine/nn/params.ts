@@ -41,6 +41,8 @@ export interface BuildOptions {
   hook?: LayerHook;
 }
 
+const weightCache = new WeakMap<Graph, Map<string, Value>>();
+
 export class Params {
   constructor(
     readonly graph: Graph,
@@ -62,12 +64,22 @@ export class Params {
     return this.prefix ? `${this.prefix}.${name}` : name;
   }
 
-  /** The checkpoint tensor `prefix.name`, asserted to have `shape`, in the compute dtype. */
+  /**
+   * The checkpoint tensor `prefix.name`, asserted to have `shape`, in the compute dtype. Asking
+   * again in the same graph returns the same value, so a graph may build a model more than once
+   * (several training steps in one run) over one copy of the weights.
+   */
   get(name: string, shape: Shape): Value {
     const key = this.qualify(name);
+    let cache = weightCache.get(this.graph);
+    if (!cache) weightCache.set(this.graph, (cache = new Map()));
+    const cached = cache.get(`${key}:${this.dtype}`);
+    if (cached && cached.shape.join() !== shape.join()) throw new Error(`weight ${key} was asked for as [${cached.shape}] and now as [${shape}]`);
+    if (cached) return cached;
     const found = this.locator.take(key, shape);
-    const value = this.graph.initializer(key, found.dtype, shape, found.data);
-    return cast(value, this.dtype);
+    const value = cast(this.graph.initializer(key, found.dtype, shape, found.data), this.dtype);
+    cache.set(`${key}:${this.dtype}`, value);
+    return value;
   }
 
   /** Lets the hook (LoRA) see a layer's input and output; returns what the model should use. */

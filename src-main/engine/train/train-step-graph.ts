@@ -8,7 +8,7 @@ import * as op from '../graph/ops';
 import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec } from '../lora/lora-network';
 import { Params, type BuildOptions, type WeightLocator } from '../nn/params';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../models/unet-2d-condition';
-import { adamwStepInputs, adamwUpdate, type AdamWConfig } from './adamw';
+import { adamwStepInputs, adamwUpdate, type AdamWConfig, type AdamWStepInputs } from './adamw';
 import { noiseBatch, weightedMse, type DiffusionLossOptions } from './diffusion-loss';
 
 export interface TrainShape {
@@ -126,7 +126,7 @@ function clipByGlobalNorm(grad: Value, maxNorm: number | undefined): { grad: Val
 }
 
 /** Which LoRA modules the UNet gets, found by building its forward once in a scratch graph. */
-function discoverLoraLayout(spec: TrainStepSpec, shapes: { sample: number[]; context: number[] }): FlatLoraLayout {
+export function discoverLoraLayout(spec: TrainStepSpec, shapes: { sample: number[]; context: number[] }): FlatLoraLayout {
   const g = new Graph('lora_discovery');
   const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' });
   const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
@@ -139,6 +139,77 @@ function discoverLoraLayout(spec: TrainStepSpec, shapes: { sample: number[]; con
   return flatLayout(network.modules);
 }
 
+/** The trainable state one step reads: flat LoRA weights and AdamW moments, each [P]. */
+export interface FlatTrainState {
+  params: Value;
+  m: Value;
+  v: Value;
+}
+
+/** One step's batch as graph values (float32 except the int64 timesteps). */
+export interface StepBatch {
+  x0: Value; // [B, 4, h, w]
+  noise: Value; // [B, 4, h, w]
+  timesteps: Value; // [B]
+  context: Value; // [B, 77, C]
+  added?: { textEmbeds: Value; timeIds: Value }; // SDXL: [B, P], [B, 6]
+}
+
+/**
+ * Appends one training step to `g`: noising, the UNet with the LoRA read from `state.params`, the
+ * loss, the backward to the LoRA tensors, clipping and AdamW. Returns the next state and the
+ * step's loss, gradient norm and (float16) finite flag. The frozen weights are shared by every
+ * step appended to the same graph (Params caches them per graph).
+ */
+export function appendTrainStep(
+  g: Graph,
+  spec: TrainStepSpec,
+  layout: FlatLoraLayout,
+  batch: StepBatch,
+  state: FlatTrainState,
+  scalars: AdamWStepInputs,
+  lossScale: Value | undefined,
+): { state: FlatTrainState; network: LoraNetwork; loss: Value; norm: Value; finite: Value | undefined } {
+  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
+  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, (name, shape) => {
+    const t = byName.get(name);
+    if (!t || t.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
+    return op.reshape(op.slice(state.params, [t.offset], [t.offset + t.size], [0]), shape); // a view of [P]
+  });
+
+  const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, batch.x0, batch.noise, batch.timesteps, spec.loss);
+  const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
+  const dtype = spec.build.dtype;
+  const call = {
+    sample: op.cast(noisy, dtype), // [B, 4, h, w]
+    // A table lookup rather than Cast: WebGPU has no int64 -> float cast.
+    timestep: op.gather(g.constant(Array.from(spec.alphasCumprod, (_, t) => t), dtype, [spec.alphasCumprod.length]), batch.timesteps), // [B]
+    encoderHiddenStates: op.cast(batch.context, dtype), // [B, 77, C]
+    addedCond: batch.added && { textEmbeds: op.cast(batch.added.textEmbeds, dtype), timeIds: batch.added.timeIds }, // [B, P], [B, 6] (embedded in float32)
+  };
+  const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
+  const loss = weightedMse(prediction, target, weight); // []
+
+  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, network.parameters());
+  const flatGrad = op.concat(perTensor.map((gr) => op.reshape(op.cast(gr, 'float32'), [-1])), 0); // [P], layout order
+  const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
+  const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
+  const finite = lossScale ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
+  const keepIfOverflow = (next: Value, previous: Value): Value => (finite ? op.where(finite, next, previous) : next);
+
+  const updated = adamwUpdate(spec.adamw, scalars, state.params, grad, state.m, state.v);
+  return {
+    state: { params: keepIfOverflow(updated.param, state.params), m: keepIfOverflow(updated.m, state.m), v: keepIfOverflow(updated.v, state.v) },
+    network,
+    loss,
+    norm,
+    finite,
+  };
+}
+
+/** float32 1/0 for a bool flag: WebGPU cannot output a bool tensor. */
+export const flagAsFloat = (flag: Value, like: Value): Value => op.where(flag, op.scalarLike(like, 1), op.scalarLike(like, 0));
+
 export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const g = new Graph('train_step');
   const { batch, latentHeight, latentWidth, tokens, contextDim } = spec.shape;
@@ -150,57 +221,31 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const added = addedCondInputs(g, spec); // SDXL: text_embeds [B, P], time_ids [B, 6]
 
   const layout = discoverLoraLayout(spec, { sample: [...x0.shape], context: [...context.shape] });
-  const flatParams = g.input('lora.params', 'float32', [layout.size]); // [P]
-  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
-  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, (name, shape) => {
-    const t = byName.get(name);
-    if (!t || t.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
-    return op.reshape(op.slice(flatParams, [t.offset], [t.offset + t.size], [0]), shape); // a view of [P]
-  });
-
-  const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, x0, noise, timesteps, spec.loss);
-  const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
-  const dtype = spec.build.dtype;
-  const call = {
-    sample: op.cast(noisy, dtype), // [B, 4, h, w]
-    // A table lookup rather than Cast: WebGPU has no int64 -> float cast.
-    timestep: op.gather(g.constant(Array.from(spec.alphasCumprod, (_, t) => t), dtype, [spec.alphasCumprod.length]), timesteps), // [B]
-    encoderHiddenStates: op.cast(context, dtype), // [B, 77, C]
-    addedCond: added && { textEmbeds: op.cast(added.textEmbeds, dtype), timeIds: added.timeIds }, // [B, P], [B, 6] (embedded in float32)
-  };
-  const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
-  const loss = weightedMse(prediction, target, weight); // []
-
-  const scaled = dtype === 'float16';
-  const lossScale = scaled ? g.input('loss_scale', 'float32', []) : undefined;
-  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, network.parameters());
-  const flatGrad = op.concat(perTensor.map((gr) => op.reshape(op.cast(gr, 'float32'), [-1])), 0); // [P], layout order
-  const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
-  const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
-  const finite = scaled ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
-  const keepIfOverflow = (next: Value, previous: Value): Value => (finite ? op.where(finite, next, previous) : next);
-
-  const m = g.input('adamw.m', 'float32', [layout.size]); // [P]
-  const v = g.input('adamw.v', 'float32', [layout.size]); // [P]
-  const updated = adamwUpdate(spec.adamw, adamwStepInputs(g), flatParams, grad, m, v);
   const state = {
-    params: flatParams.name,
-    m: m.name,
-    v: v.name,
-    newParams: g.output(keepIfOverflow(updated.param, flatParams), 'lora.params.new').name,
-    newM: g.output(keepIfOverflow(updated.m, m), 'adamw.m.new').name,
-    newV: g.output(keepIfOverflow(updated.v, v), 'adamw.v.new').name,
+    params: g.input('lora.params', 'float32', [layout.size]), // [P]
+    m: g.input('adamw.m', 'float32', [layout.size]), // [P]
+    v: g.input('adamw.v', 'float32', [layout.size]), // [P]
   };
-  g.output(loss, 'loss');
-  g.output(norm, 'grad_norm');
-  // As float32 1/0: WebGPU cannot output a bool tensor.
-  if (finite) g.output(op.where(finite, op.scalarLike(norm, 1), op.scalarLike(norm, 0)), 'grads_finite');
+  const lossScale = spec.build.dtype === 'float16' ? g.input('loss_scale', 'float32', []) : undefined;
+  const step = appendTrainStep(g, spec, layout, { x0, noise, timesteps, context, added }, state, adamwStepInputs(g), lossScale);
+
+  const names = {
+    params: state.params.name,
+    m: state.m.name,
+    v: state.v.name,
+    newParams: g.output(step.state.params, 'lora.params.new').name,
+    newM: g.output(step.state.m, 'adamw.m.new').name,
+    newV: g.output(step.state.v, 'adamw.v.new').name,
+  };
+  g.output(step.loss, 'loss');
+  g.output(step.norm, 'grad_norm');
+  if (step.finite) g.output(flagAsFloat(step.finite, step.norm), 'grads_finite');
   return {
     graph: g,
-    network,
+    network: step.network,
     inputs: batchInputNames(x0, noise, timesteps, context, added),
     layout,
-    state,
+    state: names,
     outputs: { loss: 'loss', gradNorm: 'grad_norm' },
     ...(lossScale ? { lossScaling: { scale: lossScale.name, finite: 'grads_finite' } } : {}),
   };

@@ -43,6 +43,8 @@ export class DatasetState {
     private readonly api: ApiClient,
     /** The training resolution, which decides the bucket summary. */
     private readonly resolution: () => number | undefined,
+    /** Tells the project which folder is open (it autosaves). */
+    private readonly remember: (folder: string) => void = () => {},
   ) {}
 
   /** The folder path as typed in the Dataset folder field. */
@@ -110,6 +112,7 @@ export class DatasetState {
     }
     this.#setView(view);
     this.#folderInput = view.folder;
+    if (!sameFolder) this.remember(view.folder);
     return true;
   }
 

@@ -45,7 +45,11 @@ export class ModelState {
     this.#unsubscribe = null;
   }
 
-  constructor(private readonly api: ApiClient) {}
+  constructor(
+    private readonly api: ApiClient,
+    /** Tells the project which model is chosen (it autosaves). */
+    private readonly remember: (modelId: string) => void = () => {},
+  ) {}
 
   get models(): ModelView[] {
     return this.#models;
@@ -82,7 +86,9 @@ export class ModelState {
   }
 
   select(id: string): void {
+    if (id === this.#selectedId) return;
     this.#selectedId = id;
+    this.remember(id);
   }
 
   /** Opens a model folder (diffusers layout) or a single checkpoint file and selects it. */
@@ -95,7 +101,7 @@ export class ModelState {
     const model = await this.opening.run(() => this.api.call('model.open', { path: trimmed }));
     if (!model) return undefined;
     this.#models = [...this.#models.filter((m) => m.id !== model.id), model];
-    this.#selectedId = model.id;
+    this.select(model.id);
     return model;
   }
 

@@ -1,7 +1,7 @@
 // One training run as the Live screen follows it. Loss points arrive once per step and a run can
 // have tens of thousands, so they go into plain arrays that grow in place (the chart reads them
 // directly) and one `version` counter tells Svelte that they changed; the rest is replaced whole.
-import type { LossPoint, PreviewImage, RunStatus, RunView, TrainEvent } from '../../../src-main/api/contract';
+import type { LossPoint, RunStatus, RunView, TrainEvent } from '../../../src-main/api/contract';
 
 export interface LiveStats {
   itPerSec: number;
@@ -55,6 +55,8 @@ export class RunTracker {
   replace(view: RunView): void {
     const { losses, ...rest } = view;
     this.#view = rest;
+    if (view.itPerSec !== undefined && view.etaSeconds !== undefined)
+      this.#stats = { itPerSec: view.itPerSec, etaSeconds: view.etaSeconds, memoryGiB: this.#stats?.memoryGiB ?? null };
     this.steps.length = this.loss.length = this.smoothed.length = this.lr.length = 0;
     for (const p of losses) this.#push(p);
     this.#version++;
@@ -62,9 +64,13 @@ export class RunTracker {
 
   apply(event: TrainEvent): void {
     switch (event.type) {
-      case 'status':
-        this.#view = { ...this.#view, status: event.status, message: event.message };
+      case 'status': {
+        const { type: _t, runId: _r, ...change } = event;
+        // Only the fields the event carries: a status without `out` keeps the known one.
+        const defined = Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined));
+        this.#view = { ...this.#view, ...defined, message: event.message };
         break;
+      }
       case 'step':
         this.#push(event.point);
         this.#version++;
@@ -75,7 +81,7 @@ export class RunTracker {
         this.#view = { ...this.#view, previews: [...this.#view.previews, event.preview] };
         break;
       case 'checkpoint':
-        this.#view = { ...this.#view, checkpoint: event.path };
+        this.#view = { ...this.#view, checkpoint: event.path, checkpointStep: event.step };
         break;
     }
   }

@@ -1,6 +1,6 @@
 // App-wide state: what the back end reported about itself, which screen is showing, and each
 // screen's own state (kept here so that switching tabs loses nothing).
-import type { AppInfo } from '../../../src-main/api/contract';
+import type { AppInfo, ProjectView } from '../../../src-main/api/contract';
 import type { ApiClient } from '../lib/api-client';
 import { describeError } from '../lib/errors';
 import { SCREENS, type ScreenId } from '../screens/screens';
@@ -10,6 +10,9 @@ import { GenerateState } from './generation.svelte';
 import { ModelState, nativeResolution } from './models.svelte';
 import { SettingsState } from './settings.svelte';
 import { TrainingState } from './training.svelte';
+
+/** The fields project.update takes. */
+type ProjectPatch = Partial<Pick<ProjectView, 'datasetFolder' | 'model' | 'settings'>>;
 
 export class StudioState {
   #info = $state.raw<AppInfo | null>(null);
@@ -24,8 +27,15 @@ export class StudioState {
   readonly exporting: ExportState;
   readonly settings: SettingsState;
 
+  /** What the project should remember, gathered for one project.update a moment later. */
+  #projectPatch: ProjectPatch = {};
+  #projectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Off while the project's own state is being restored (it would only echo it back). */
+  #remembering = true;
+
   constructor(readonly api: ApiClient) {
-    this.models = new ModelState(api);
+    const remember = (patch: ProjectPatch) => this.#remember(patch);
+    this.models = new ModelState(api, (model) => remember({ model }));
     this.settings = new SettingsState(api);
     const modelId = () => this.models.selectedId;
     const modelResolution = () => nativeResolution(this.models.selected);
@@ -35,8 +45,15 @@ export class StudioState {
       modelResolution,
       defaultDevice: () => this.settings.saved?.device ?? null,
       roots: () => this.#roots,
+      providers: () => this.#info?.providers ?? [],
+      selectModel: (id) => this.models.select(id),
+      remember: (settings) => remember({ settings }),
     });
-    this.dataset = new DatasetState(api, () => this.training.settings.resolution);
+    this.dataset = new DatasetState(
+      api,
+      () => this.training.settings.resolution,
+      (datasetFolder) => remember({ datasetFolder }),
+    );
     this.generation = new GenerateState(api, { modelId, modelResolution });
     this.exporting = new ExportState(api, modelId);
   }
@@ -87,8 +104,27 @@ export class StudioState {
     } catch {
       return; // no project support: nothing to restore, and every screen works without it
     }
-    if (project.model && this.models.models.some((m) => m.id === project.model)) this.models.select(project.model);
-    if (project.settings) this.training.restore(project.settings);
-    if (project.datasetFolder && !this.dataset.view) await this.dataset.open(project.datasetFolder);
+    this.#remembering = false;
+    try {
+      if (project.model && this.models.models.some((m) => m.id === project.model)) this.models.select(project.model);
+      if (project.settings) this.training.restore(project.settings);
+      if (project.datasetFolder && !this.dataset.view) await this.dataset.open(project.datasetFolder);
+    } finally {
+      this.#remembering = true;
+    }
+  }
+
+  /** Sends what changed to the project after a short pause (typing in a field sends once). */
+  #remember(patch: ProjectPatch): void {
+    if (!this.#remembering) return;
+    this.#projectPatch = { ...this.#projectPatch, ...patch };
+    if (this.#projectTimer) clearTimeout(this.#projectTimer);
+    this.#projectTimer = setTimeout(() => {
+      const pending = this.#projectPatch;
+      this.#projectPatch = {};
+      this.#projectTimer = null;
+      // The project is a convenience: a back end without it (or a refused path) changes nothing here.
+      this.api.call('project.update', pending).catch(() => {});
+    }, 800);
   }
 }

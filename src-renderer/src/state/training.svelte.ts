@@ -49,6 +49,12 @@ export interface TrainingContext {
   /** The device chosen in Settings, used until the user picks one here. */
   defaultDevice(): ExecutionProvider | null;
   roots(): string[];
+  /** Providers this install offers (app.info); empty until known. */
+  providers(): ExecutionProvider[];
+  /** Chooses the model a preset names. */
+  selectModel(id: string): void;
+  /** Tells the project what to remember (it autosaves). */
+  remember(settings: TrainSettingsView): void;
 }
 
 export class TrainingState {
@@ -147,6 +153,9 @@ export class TrainingState {
     if (s.minSnrGamma !== null && !(s.minSnrGamma >= 0)) problems.push('Min-SNR gamma must be a number of at least 0, or empty.');
     if (s.maxGradNorm !== null && !(s.maxGradNorm >= 0)) problems.push('Max gradient norm must be a number of at least 0, or empty.');
     if (!(s.noiseOffset >= 0 && s.noiseOffset <= 1)) problems.push('Noise offset must be a number from 0 to 1.');
+    const providers = this.context.providers();
+    if (providers.length > 0 && !providers.includes(s.device))
+      problems.push(`Device ${s.device} is not available here (this install offers ${providers.join(', ')}).`);
     if (!(s.lr > 0)) problems.push('Learning rate must be a number above 0.');
     if (!(s.alpha > 0)) problems.push('Alpha must be a number above 0.');
     if (!Number.isInteger(s.resolution) || s.resolution < 8 || s.resolution % 8 !== 0)
@@ -189,7 +198,14 @@ export class TrainingState {
   }
 
   async load(): Promise<void> {
-    this.#unsubscribe ??= this.api.on('train.event', (event) => this.#onEvent(event));
+    if (!this.#unsubscribe) {
+      const offEvent = this.api.on('train.event', (event) => this.#onEvent(event));
+      const offRun = this.api.on('train.run', (run) => this.#onRun(run));
+      this.#unsubscribe = () => {
+        offEvent();
+        offRun();
+      };
+    }
     await Promise.all([this.loadPresets(), this.refreshRuns()]);
   }
 
@@ -207,21 +223,30 @@ export class TrainingState {
   applyPreset(id: string): void {
     const preset = this.#presets.find((p) => p.id === id);
     if (!preset) return;
-    const { images: _i, model: _m, out, ...settings } = preset.settings;
+    const { images: _i, model, out, ...settings } = preset.settings;
+    if (model) this.context.selectModel(model);
     this.#presetId = id;
     this.#settings = { ...DEFAULT_SETTINGS, ...settings };
     this.#pinned = Object.keys(settings) as (keyof EditableSettings)[];
     if (out) this.#out = out;
     this.#estimate = null;
+    this.#remember();
   }
 
   update(patch: Partial<EditableSettings>): void {
     this.#settings = { ...this.settings, ...patch };
-    this.#pinned = [...new Set([...this.#pinned, ...(Object.keys(patch) as (keyof EditableSettings)[])])];
+    const added = (Object.keys(patch) as (keyof EditableSettings)[]).filter((k) => !this.#pinned.includes(k));
+    this.#pinned = [...this.#pinned, ...added];
+    this.#remember();
   }
 
   setOut(path: string): void {
     this.#out = path;
+    this.#remember();
+  }
+
+  #remember(): void {
+    if (this.context.datasetFolder() && this.problems.length === 0) this.context.remember(this.request);
   }
 
   /** Restores what a saved project had. */
@@ -242,14 +267,28 @@ export class TrainingState {
     if (estimate) this.#estimate = estimate;
   }
 
+  /** Starts a run with the settings shown. */
   async start(): Promise<string | null> {
     const problems = this.problems;
     if (problems.length > 0) {
       this.controlling.fail(problems.join(' '));
       return null;
     }
-    const settings = this.request;
-    const started = await this.controlling.run(() => this.api.call('train.start', { settings }));
+    return this.#launch(this.request);
+  }
+
+  /** Continues a stopped or crashed run from its last checkpoint, with its own settings. */
+  async continueRun(run: RunTracker): Promise<string | null> {
+    const checkpoint = run.view.checkpoint;
+    if (!checkpoint) {
+      this.controlling.fail('This run wrote no checkpoint to continue from.');
+      return null;
+    }
+    return this.#launch(run.view.settings, checkpoint);
+  }
+
+  async #launch(settings: TrainSettingsView, resume?: string): Promise<string | null> {
+    const started = await this.controlling.run(() => this.api.call('train.start', { settings, resume }));
     if (!started) return null;
     // Events may have created the run already; otherwise show it as starting until they come.
     if (!this.#runs.some((r) => r.runId === started.runId)) {
@@ -262,6 +301,7 @@ export class TrainingState {
         startedAt: nowIso(),
         losses: [],
         previews: [],
+        resumedFrom: resume,
       };
       this.#runs = [...this.#runs, new RunTracker(placeholder)];
     }
@@ -306,6 +346,14 @@ export class TrainingState {
       const live = this.#runs.find((r) => r.active);
       this.#activeRunId = (live ?? this.#runs.at(-1))?.runId ?? null;
     }
+  }
+
+  /** The back end's whole record of a run, sent after each status change. */
+  #onRun(view: RunView): void {
+    const tracker = this.#runs.find((r) => r.runId === view.runId);
+    if (tracker) tracker.replace(view);
+    else this.#runs = [...this.#runs, new RunTracker(view)];
+    if (!this.activeRun) this.#activeRunId = view.runId;
   }
 
   #onEvent(event: TrainEvent): void {
