@@ -43,6 +43,8 @@ export const trainCommand: CliCommand = {
   --format <f>             kohya (A1111, ComfyUI) | diffusers (default ${d.format})
   --precision <p>          fp16 | fp32 weights in the file (default ${d.precision})
   --device <d>             cpu | cuda | dml | webgpu (default ${d.device})
+  --compute-precision <p>  auto | float32 | float16: the frozen model's precision; auto = float16 on
+                           GPUs (float32 LoRA weights, dynamic loss scaling), float32 on the CPU
   --log-every <n>          progress every n steps (default: 1 on a terminal, 10 otherwise)
   --title <text>           title in the file's metadata (default: the output file name)`,
 
@@ -140,7 +142,7 @@ function parseCliArgs(args: string[]) {
         'grad-accum': string, 'max-grad-norm': string, 'weight-decay': string, resolution: string, 'bucket-step': string,
         'min-snr-gamma': string, 'noise-offset': string, 'clip-skip': string, trigger: string, seed: string,
         'save-every': string, checkpoint: string, resume: string, format: string, precision: string, device: string,
-        'log-every': string, title: string,
+        'log-every': string, title: string, 'compute-precision': string,
       },
       allowPositionals: false,
       strict: true,
@@ -189,6 +191,7 @@ function settingsFromArgs(v: Values): TrainSettingsInput {
     format: v.format as TrainSettingsInput['format'],
     precision: v.precision as TrainSettingsInput['precision'],
     device: v.device as TrainSettingsInput['device'],
+    computePrecision: v['compute-precision'] as TrainSettingsInput['computePrecision'],
     logEvery: num('log-every', v['log-every']),
     title: v.title,
   };

@@ -29,6 +29,8 @@ export interface CheckpointInfo {
   /** settingsFingerprint of the run: a different one changes the trajectory (allowed, reported). */
   settingsFingerprint: string;
   settings: Record<string, unknown>;
+  /** Dynamic loss scaling (float16 runs): the current scale, finite steps since the last change, and AdamW's own step count (overflowed steps are skipped). */
+  lossScaling?: { scale: number; goodSteps: number; optimizerSteps: number };
   /** Loss EMA state, so the smoothed curve continues. */
   smoothedLoss: { value: number; weight: number };
   trainingStartedAt: number;

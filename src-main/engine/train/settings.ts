@@ -68,6 +68,11 @@ export interface TrainSettings {
   /** A1111 clip skip: 1 = last layer, 2 = penultimate (then the final LayerNorm). */
   clipSkip: number;
   device: ProviderName;
+  /**
+   * Compute precision of the frozen UNet: 'auto' = float32 on the CPU, float16 on GPU providers
+   * (with float32 LoRA master weights, float32 optimizer state and dynamic loss scaling).
+   */
+  computePrecision: 'auto' | 'float32' | 'float16';
   /** Event `progress` every N steps (the CLI's bar); 1 = every step. */
   logEvery: number;
   /** Title in the file's modelspec metadata; default the output file name. */
@@ -103,6 +108,7 @@ export const DEFAULT_TRAIN_SETTINGS = {
   precision: 'fp16',
   clipSkip: 1,
   device: 'cpu',
+  computePrecision: 'auto',
   logEvery: 1,
 } as const satisfies Partial<TrainSettings>;
 
@@ -209,6 +215,7 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   checkChoice('precision', s.precision, ['fp16', 'fp32']);
   checkInteger('clipSkip', s.clipSkip, 1, 12);
   checkChoice('device', s.device, DEVICES);
+  checkChoice('computePrecision', s.computePrecision, ['auto', 'float32', 'float16']);
   checkInteger('logEvery', s.logEvery, 1);
   if (s.trigger !== undefined && s.trigger.trim() === '') s.trigger = undefined;
   return s;

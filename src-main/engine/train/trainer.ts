@@ -160,6 +160,11 @@ export class Trainer {
     // cpu needs no probe (probing the others loads their libraries and logs their failures)
     const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
     if (note) events.emit('phase', { phase: 'model', message: note });
+    // float16 frozen UNet on GPUs, float32 on the CPU (which has few float16 kernels). The LoRA
+    // master weights and the optimizer state stay float32 either way. Gradient accumulation runs
+    // the float32 graphs (its gradient graph has no loss scaling).
+    const computeDtype: 'float32' | 'float16' =
+      s.gradAccum > 1 ? 'float32' : s.computePrecision === 'auto' ? (provider === 'cpu' ? 'float32' : 'float16') : s.computePrecision;
 
     // A checkpoint from another model fails here, before any slow work.
     const checkpoint = s.resume ? loadCheckpoint(s.resume) : undefined;
@@ -253,7 +258,7 @@ export class Trainer {
       const spec: TrainStepSpec = {
         unetConfig: model.unet.config,
         weights: model.unet.weights,
-        build: { dtype: 'float32' },
+        build: { dtype: computeDtype, attention: provider === 'cpu' ? 'composite' : 'fused' },
         lora: { rank: s.rank, alpha: s.alpha, targets: unetTargets(s.targets) },
         shape: { batch: s.batch, latentHeight, latentWidth, tokens, contextDim, ...(addedCond ? { addedCond } : {}) },
         loss: { prediction: prediction as PredictionType, minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined },
@@ -309,6 +314,9 @@ export class Trainer {
     const loraTensors = (): Map<string, Float32Array> => new Map(layout.tensors.map((t) => [t.name, view(params, t).slice()]));
     let startStep = 0;
     let ema = { value: 0, weight: 0 };
+    // Dynamic loss scaling, as torch's GradScaler: start at 2^16, halve on an overflow (that step's
+    // update is skipped, AdamW's step count too), double after 2000 finite steps in a row.
+    let lossScaling = computeDtype === 'float16' ? { scale: 65536, goodSteps: 0, optimizerSteps: 0 } : undefined;
     let trainingStartedAt = startedAtSeconds;
     if (s.resume && checkpoint) {
       const expectedShapes = new Map<string, readonly number[]>();
@@ -322,6 +330,7 @@ export class Trainer {
       rng.setState(checkpoint.info.rng);
       startStep = checkpoint.info.step;
       ema = { ...checkpoint.info.smoothedLoss };
+      if (lossScaling) lossScaling = checkpoint.info.lossScaling ? { ...checkpoint.info.lossScaling } : { ...lossScaling, optimizerSteps: startStep };
       trainingStartedAt = checkpoint.info.trainingStartedAt;
       if (checkpoint.info.settingsFingerprint !== settingsFingerprint(s))
         events.emit('phase', { phase: 'train', message: `${s.resume}: resuming with changed settings; the loss curve will differ from an uninterrupted run` });
@@ -347,6 +356,7 @@ export class Trainer {
         settingsFingerprint: settingsFingerprint(s),
         settings: trajectorySettings(s),
         smoothedLoss: ema,
+        ...(lossScaling ? { lossScaling: { ...lossScaling } } : {}),
         trainingStartedAt,
       });
       mkdirSync(dirname(s.checkpoint), { recursive: true });
@@ -403,7 +413,7 @@ export class Trainer {
       while (step < s.steps && !this.stopRequested) {
         const t0 = performance.now();
         const lr = learningRateAt(schedule_, step);
-        const scalars = stepScalars(lr, step + 1);
+        const scalars = stepScalars(lr, lossScaling ? lossScaling.optimizerSteps + 1 : step + 1);
         let loss = 0;
         let gradNorm = 0;
         if (!accumulate) {
@@ -416,12 +426,24 @@ export class Trainer {
           feeds[st.params] = f32([layout.size], params);
           feeds[st.m] = f32([layout.size], moment1);
           feeds[st.v] = f32([layout.size], moment2);
+          const scaling = runner.fused!.lossScaling;
+          if (scaling && lossScaling) feeds[scaling.scale] = f32([], Float32Array.of(lossScaling.scale));
           const r = await runner.session.run(feeds);
           params = r[st.newParams].data as Float32Array;
           moment1 = r[st.newM].data as Float32Array;
           moment2 = r[st.newV].data as Float32Array;
           loss = (r.loss.data as Float32Array)[0];
           gradNorm = (r.grad_norm.data as Float32Array)[0];
+          if (scaling && lossScaling) {
+            const finite = (r[scaling.finite].data as Float32Array)[0] === 1; // the graph kept the old state if not
+            if (finite) {
+              lossScaling.optimizerSteps++;
+              if (++lossScaling.goodSteps >= 2000) lossScaling = { ...lossScaling, scale: lossScaling.scale * 2, goodSteps: 0 };
+            } else {
+              lossScaling = { ...lossScaling, scale: Math.max(1, lossScaling.scale / 2), goodSteps: 0 };
+              events.emit('phase', { phase: 'train', message: `step ${step + 1}: float16 gradients overflowed; update skipped, loss scale now ${lossScaling.scale}` });
+            }
+          }
         } else {
           gradSum.fill(0);
           for (let a = 0; a < s.gradAccum; a++) {
