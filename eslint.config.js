@@ -92,6 +92,9 @@ export default tseslint.config(
   {
     ignores: [
       'out/**',
+      '.gpu-build/**',
+      '.gpu-pack/**',
+      '.scratch/**',
       'dist/**',
       'node_modules/**',
       'coverage/**',

@@ -288,7 +288,6 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const warmup = Number(args.warmup);
   for (let i = 0; i < warmup; i++) loss = await runStep((t += stepsPerRun));
   const runs = Math.max(1, Math.round(Number(args.steps) / stepsPerRun));
-  const steps = runs * stepsPerRun;
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const s = performance.now();

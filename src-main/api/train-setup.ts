@@ -62,6 +62,12 @@ export const TRAIN_PRESETS: TrainPreset[] = [
     description: 'Stable Diffusion 2.x (768 px, v-prediction for the 768 models): rank 16, 5e-5, cosine decay, min-SNR 5.',
     settings: { resolution: 768, rank: 16, alpha: 8, steps: 2000, lr: 5e-5, batch: 1, gradAccum: 2, targets: 'transformer', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, saveEvery: 250, previewEvery: 250, device: 'cuda' },
   },
+  {
+    id: 'style-sdxl',
+    name: 'Style LoRA (SDXL)',
+    description: 'Stable Diffusion XL at 1024 px: rank 16 on the attention layers, 1e-4 with cosine decay, min-SNR 5, batch 1 (about 23 GiB on the GPU).',
+    settings: { resolution: 1024, rank: 16, alpha: 8, steps: 2000, lr: 1e-4, batch: 1, targets: 'attention', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, saveEvery: 250, previewEvery: 250, device: 'cuda' },
+  },
 ];
 
 /** The engine's settings for a run (paths already checked by the PathGuard). */
@@ -123,8 +129,12 @@ export function checkPreviews(view: TrainSettingsView): void {
 
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
-/** Assumed sustained TFLOP/s of the engine's training step per provider (PyTorch reference: 9.8 on an H100 at batch 1). */
-const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 10, webgpu: 1, dml: null, cpu: 0.05 };
+/**
+ * Sustained TFLOP/s of the engine's training step per provider: measured on an H100 (BENCHMARKS.md,
+ * SD1.5 512 px batch 1: 15 on CUDA, 4.6 on WebGPU); an assumption for DirectML and big models on
+ * the CPU.
+ */
+const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 15, webgpu: 4.6, dml: null, cpu: 0.05 };
 /** Measured: the embedded model trains about 70 steps/s at 64 px, batch 1, on a 2-core CPU (lora-studio train, 2026-11). */
 const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
 
@@ -152,22 +162,25 @@ export function estimateRun(
     const tflopPerStep = SD15_STEP_TFLOP_PER_IMAGE_512 * pixels * (params / SD15_UNET_PARAMS) * samplesPerStep;
     seconds = tflops === null ? null : (view.steps * tflopPerStep) / tflops;
     notes.push(
-      `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at an assumed ${tflops ?? '?'} TFLOP/s on ${view.device}; not yet measured for this engine.`,
+      `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at ${tflops ?? '?'} TFLOP/s on ${view.device} (measured on an H100 for CUDA and WebGPU; slower GPUs take longer).`,
     );
   }
   const previewImages = view.previewEvery > 0 ? (Math.floor(view.steps / view.previewEvery) + 1) * view.previews.length : 0;
   if (previewImages > 0) notes.push(`Previews: ${previewImages} image(s) (${view.previews.length} prompt(s) at the start and every ${view.previewEvery} steps) add to the time.`);
 
   const latent = view.resolution / 2 ** (model.opened.vae.config.block_out_channels.length - 1);
+  // The trainer runs the frozen UNet in float16 on GPUs and in float32 on the CPU.
+  const dtype = view.device === 'cpu' ? 'float32' : 'float16';
+  const pooledDim = unet.config.addition_embed_type === 'text_time' ? model.opened.textEncoder2?.config.projection_dim : undefined;
   const memory = estimateTrainingMemory(
     unet.config,
-    { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]! },
-    'float32',
+    { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]!, pooledDim },
+    dtype,
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
   const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
-    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (float32) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; device memory, on the CPU it is process memory).`,
+    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; device memory, on the CPU it is process memory).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
 }
