@@ -35,6 +35,8 @@ export const trainCommand: CliCommand = {
   --min-snr-gamma <x>      min-SNR weighting, 0 = off (default ${d.minSnrGamma})
   --noise-offset <x>       noise offset (default ${d.noiseOffset})
   --clip-skip <n>          1 = last CLIP layer, 2 = penultimate (default ${d.clipSkip})
+  --train-text-encoder     also train a LoRA on the CLIP text encoder (SD 1.x/2.x; no text cache then)
+  --te-lr <x>              the text encoder LoRA's learning rate (default: --lr)
   --trigger <word>         put in front of every caption
   --seed <n>               same seed, same data: same losses (default ${d.seed})
   --save-every <n>         checkpoint every n steps, 0 = at the end only (default ${d.saveEvery})
@@ -142,7 +144,7 @@ function parseCliArgs(args: string[]) {
         'grad-accum': string, 'max-grad-norm': string, 'weight-decay': string, resolution: string, 'bucket-step': string,
         'min-snr-gamma': string, 'noise-offset': string, 'clip-skip': string, trigger: string, seed: string,
         'save-every': string, checkpoint: string, resume: string, format: string, precision: string, device: string,
-        'log-every': string, title: string, 'compute-precision': string,
+        'log-every': string, title: string, 'compute-precision': string, 'train-text-encoder': { type: 'boolean' }, 'te-lr': string,
       },
       allowPositionals: false,
       strict: true,
@@ -183,6 +185,8 @@ function settingsFromArgs(v: Values): TrainSettingsInput {
     minSnrGamma: num('min-snr-gamma', v['min-snr-gamma']),
     noiseOffset: num('noise-offset', v['noise-offset']),
     clipSkip: num('clip-skip', v['clip-skip']),
+    trainTextEncoder: v['train-text-encoder'],
+    textEncoderLr: num('te-lr', v['te-lr']),
     trigger: v.trigger,
     seed: num('seed', v.seed),
     saveEvery: num('save-every', v['save-every']),

@@ -145,6 +145,8 @@ export interface LoraTrainingInfo {
   epoch: number;
   seed: number;
   learningRate: number;
+  /** Set when the text encoder was trained too (its LoRA's learning rate); otherwise ss_text_encoder_lr is 0. */
+  textEncoderLearningRate?: number;
   lrScheduler: string;
   lrWarmupSteps: number;
   batchSize: number;
@@ -186,7 +188,8 @@ export function kohyaTrainingMetadata(info: LoraTrainingInfo): Record<string, st
     ss_seed: String(info.seed),
     ss_learning_rate: String(info.learningRate),
     ss_unet_lr: String(info.learningRate),
-    ss_text_encoder_lr: '0',
+    ss_text_encoder_lr: String(info.textEncoderLearningRate ?? 0),
+    ss_network_train_unet_only: String(info.textEncoderLearningRate === undefined),
     ss_lr_scheduler: info.lrScheduler,
     ss_lr_warmup_steps: String(info.lrWarmupSteps),
     ss_batch_size_per_device: String(info.batchSize),

@@ -65,6 +65,13 @@ export interface TrainSettings {
   precision: SavePrecision;
   /** Word put in front of every caption (and used when an image has no caption). */
   trigger: string | undefined;
+  /**
+   * Also train a LoRA on the CLIP text encoder (SD 1.x/2.x; kohya 'lora_te_*' modules on the
+   * attention and MLP projections). The text embeddings are then computed every step, not cached.
+   */
+  trainTextEncoder: boolean;
+  /** Learning rate of the text encoder LoRA (sd-scripts' text_encoder_lr); undefined = lr. */
+  textEncoderLr: number | undefined;
   /** A1111 clip skip: 1 = last layer, 2 = penultimate (then the final LayerNorm). */
   clipSkip: number;
   device: ProviderName;
@@ -107,6 +114,7 @@ export const DEFAULT_TRAIN_SETTINGS = {
   format: 'kohya',
   precision: 'fp16',
   clipSkip: 1,
+  trainTextEncoder: false,
   device: 'cpu',
   computePrecision: 'auto',
   logEvery: 1,
@@ -176,6 +184,7 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
     resume: undefined,
     trigger: undefined,
     title: undefined,
+    textEncoderLr: undefined,
     checkpoint: `${out.slice(0, -'.safetensors'.length)}.checkpoint.safetensors`,
     ...defined,
     images: resolve(defined.images),
@@ -214,6 +223,8 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   checkChoice('format', s.format, ['kohya', 'diffusers']);
   checkChoice('precision', s.precision, ['fp16', 'fp32']);
   checkInteger('clipSkip', s.clipSkip, 1, 12);
+  if (typeof s.trainTextEncoder !== 'boolean') throw new TrainSettingsError(`trainTextEncoder must be true or false, got ${JSON.stringify(s.trainTextEncoder)}`);
+  if (s.textEncoderLr !== undefined) checkNumber('textEncoderLr', s.textEncoderLr, 0, 10, true);
   checkChoice('device', s.device, DEVICES);
   checkChoice('computePrecision', s.computePrecision, ['auto', 'float32', 'float16']);
   checkInteger('logEvery', s.logEvery, 1);
@@ -246,6 +257,8 @@ export function trajectorySettings(s: TrainSettings): Record<string, unknown> {
     seed: s.seed,
     trigger: s.trigger ?? null,
     clipSkip: s.clipSkip,
+    // only when on, so UNet-only runs keep their fingerprint (and resume their old checkpoints quietly)
+    ...(s.trainTextEncoder ? { trainTextEncoder: true, textEncoderLr: s.textEncoderLr ?? s.lr } : {}),
   };
 }
 

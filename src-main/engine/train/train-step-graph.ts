@@ -156,6 +156,17 @@ export interface StepBatch {
 }
 
 /**
+ * A second LoRA trained in the same step (the text encoder's, text-encoder-step-graph.ts): its
+ * tensors read from `state.params` after the UNet's, it is already built into the graph that made
+ * the batch's context, and its gradients follow the UNet's in the flat gradient. `lrScale` [P]
+ * multiplies the learning rate per element (a separate text-encoder learning rate).
+ */
+export interface ExtraTrainables {
+  network: LoraNetwork;
+  lrScale?: Value;
+}
+
+/**
  * Appends one training step to `g`: noising, the UNet with the LoRA read from `state.params`, the
  * loss, the backward to the LoRA tensors, clipping and AdamW. Returns the next state and the
  * step's loss, gradient norm and (float16) finite flag. The frozen weights are shared by every
@@ -169,6 +180,7 @@ export function appendTrainStep(
   state: FlatTrainState,
   scalars: AdamWStepInputs,
   lossScale: Value | undefined,
+  extra?: ExtraTrainables,
 ): { state: FlatTrainState; network: LoraNetwork; loss: Value; norm: Value; finite: Value | undefined } {
   const byName = new Map(layout.tensors.map((t) => [t.name, t]));
   const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, (name, shape) => {
@@ -190,14 +202,16 @@ export function appendTrainStep(
   const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
   const loss = weightedMse(prediction, target, weight); // []
 
-  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, network.parameters());
+  const trainable = extra ? [...network.parameters(), ...extra.network.parameters()] : network.parameters();
+  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable);
   const flatGrad = op.concat(perTensor.map((gr) => op.reshape(op.cast(gr, 'float32'), [-1])), 0); // [P], layout order
   const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
   const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
   const finite = lossScale ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
   const keepIfOverflow = (next: Value, previous: Value): Value => (finite ? op.where(finite, next, previous) : next);
 
-  const updated = adamwUpdate(spec.adamw, scalars, state.params, grad, state.m, state.v);
+  const stepScalars = extra?.lrScale ? { ...scalars, lr: op.mul(scalars.lr, extra.lrScale) } : scalars; // lr [] or [P]
+  const updated = adamwUpdate(spec.adamw, stepScalars, state.params, grad, state.m, state.v);
   return {
     state: { params: keepIfOverflow(updated.param, state.params), m: keepIfOverflow(updated.m, state.m), v: keepIfOverflow(updated.v, state.v) },
     network,

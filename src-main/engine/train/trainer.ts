@@ -35,7 +35,9 @@ import { TrainEvents } from './events';
 import { componentIdentity, FeatureCache, type CachedLatents, type CachedText } from './feature-cache';
 import { learningRateAt } from './lr-schedule';
 import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
+import { buildTextEncoderTrainStepGraph, type TextTrainBatchInputs } from './text-encoder-step-graph';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
+import { ClipTokenizer } from '../tokenizer/clip-tokenizer';
 
 export interface TrainerHooks {
   /**
@@ -92,25 +94,34 @@ function epochSeed(seed: number, epoch: number): number {
   return Number((BigInt(seed) * 1_000_003n + BigInt(epoch) * 7_919n + 1n) % 2n ** 53n);
 }
 
+/** Seed of the text encoder LoRA's init: a fixed function of the run seed, apart from the epochs'. */
+function textEncoderInitSeed(seed: number): number {
+  return Number((BigInt(seed) * 1_000_003n + 2n ** 52n + 17n) % 2n ** 53n);
+}
+
 interface Sample {
   item: DatasetItem;
   latents: CachedLatents;
-  text: CachedText;
+  /** The cached text embedding (UNet-only training) or the caption's token ids [77] (text encoder training). */
+  text: CachedText | undefined;
+  tokenIds: Int32Array | undefined;
 }
 
 /** One bucket's graph, session and reusable feed buffers. */
 interface BucketRunner {
   bucket: Bucket;
   session: Session;
-  /** Fused step (no accumulation) or gradient graph (accumulation). */
-  fused: TrainStepGraph | undefined;
+  /** Fused step (no accumulation; UNet only or with the text encoder) or gradient graph (accumulation). */
+  fused: Pick<TrainStepGraph, 'state' | 'lossScaling'> | undefined;
   gradNames: Map<string, string> | undefined;
-  inputs: TrainStepGraph['inputs'];
+  inputs: Partial<TrainStepGraph['inputs'] & TextTrainBatchInputs> & Pick<TrainStepGraph['inputs'], 'latents' | 'noise' | 'timesteps'>;
   feeds: Record<string, HostTensor>;
   latents: Float32Array;
   noise: Float32Array;
   timesteps: BigInt64Array;
   context: Float32Array;
+  /** Text encoder training: token ids [B, 77]; empty otherwise. */
+  inputIds: BigInt64Array;
   /** SDXL: pooled text embeddings [B, P] and time ids [B, 6]; empty otherwise. */
   textEmbeds: Float32Array;
   timeIds: Float32Array;
@@ -156,7 +167,10 @@ export class Trainer {
     const schedule = NoiseSchedule.fromConfig(model.schedulerConfig);
     const timestepCount = schedule.alphasCumprod.length;
     const scalingFactor = model.vae.config.scaling_factor;
-    const unetIdentity = componentIdentity(model.unet.weights, model.unet.config);
+    // The frozen model the LoRA is trained against: the UNet, and the text encoder when it is trained too.
+    const unetIdentity =
+      componentIdentity(model.unet.weights, model.unet.config) +
+      (s.trainTextEncoder ? `+te:${componentIdentity(model.textEncoder.weights, model.textEncoder.config)}` : '');
     // cpu needs no probe (probing the others loads their libraries and logs their failures)
     const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
     if (note) events.emit('phase', { phase: 'model', message: note });
@@ -182,16 +196,24 @@ export class Trainer {
     if (items.length === 0)
       throw new Error(`${dataset.folder}: no trainable images (${dataset.items.length} image file(s), ${dataset.items.length - items.length} unreadable or too small, ${dataset.skipped.length} other file(s))`);
     const captionOf = (item: DatasetItem): string => (s.trigger ? prependTrigger(trainingCaption(item), s.trigger) : trainingCaption(item));
+    // Training the text encoder feeds it token ids every step: its output changes, so no text cache.
+    if (s.trainTextEncoder && model.kind === 'sdxl')
+      throw new Error(`${description}: training the text encoders of an SDXL model is not supported yet; train without trainTextEncoder (--train-text-encoder)`);
+    if (s.trainTextEncoder && s.gradAccum > 1)
+      throw new Error(`trainTextEncoder (--train-text-encoder) does not work with gradient accumulation yet (gradAccum ${s.gradAccum}); use a larger batch instead`);
+    if (s.trainTextEncoder && !model.tokenizerDir) throw new Error(`${description}: the model has no tokenizer folder (vocab.json + merges.txt), which text encoder training needs`);
+    const tokenizer = s.trainTextEncoder ? ClipTokenizer.fromFolder(model.tokenizerDir!) : undefined;
 
     // --- cache
-    events.emit('phase', { phase: 'cache', message: `latents and text embeddings in ${s.cacheDir}` });
+    events.emit('phase', { phase: 'cache', message: `${tokenizer ? 'latents' : 'latents and text embeddings'} in ${s.cacheDir}` });
     const cache = new FeatureCache(s.cacheDir, model, { provider });
     const samples: Sample[] = [];
     try {
       for (const item of items) {
         const latents = await cache.latents(item.path, item.bucket!, item.crop!);
-        const text = await cache.text(captionOf(item), s.clipSkip);
-        samples.push({ item, latents, text });
+        const text = tokenizer ? undefined : await cache.text(captionOf(item), s.clipSkip);
+        const tokenIds = tokenizer?.encode(captionOf(item)); // [77]
+        samples.push({ item, latents, text, tokenIds });
       }
     } finally {
       await cache.release();
@@ -241,13 +263,13 @@ export class Trainer {
     events.emit('phase', { phase: 'graph', message: `building the training graph for ${bucketKeys.length} bucket(s)` });
     const adamw: AdamWConfig = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay };
     const accumulate = s.gradAccum > 1;
-    const [tokens, contextDim] = samples[0].text.shape;
+    const [tokens, contextDim] = tokenizer ? [tokenizer.maxLength, model.textEncoder.config.hidden_size] : samples[0].text!.shape;
     // SDXL: the UNet also takes text_embeds [B, P] (text_encoder_2's pooled projection) and time ids [B, 6].
     const addedCond = addedCondShapeOf(model.unet.config);
     const pooledDim = addedCond?.textEmbedsDim ?? 0;
     const timeIdCount = addedCond?.timeIds ?? 0;
-    if (addedCond && samples[0].text.pooled?.length !== pooledDim)
-      throw new Error(`${description}: text_encoder_2's pooled embedding has ${samples[0].text.pooled?.length ?? 0} values, the UNet's text_time conditioning expects ${pooledDim}`);
+    if (addedCond && samples[0].text?.pooled?.length !== pooledDim)
+      throw new Error(`${description}: text_encoder_2's pooled embedding has ${samples[0].text?.pooled?.length ?? 0} values, the UNet's text_time conditioning expects ${pooledDim}`);
     const runners = new Map<string, BucketRunner>();
     let modules: LoraModule[] = [];
     let layout: FlatLoraLayout = { tensors: [], size: 0 };
@@ -271,13 +293,21 @@ export class Trainer {
         latents: new Float32Array(latentSize),
         noise: new Float32Array(latentSize),
         timesteps: new BigInt64Array(s.batch),
-        context: new Float32Array(s.batch * tokens * contextDim),
+        context: new Float32Array(tokenizer ? 0 : s.batch * tokens * contextDim),
+        inputIds: new BigInt64Array(tokenizer ? s.batch * tokens : 0),
         textEmbeds: new Float32Array(s.batch * pooledDim),
         timeIds: new Float32Array(s.batch * timeIdCount),
       };
       const latentShape = [s.batch, channels, latentHeight, latentWidth];
       let runner: BucketRunner;
-      if (!accumulate) {
+      if (tokenizer) {
+        const textEncoderLr = s.textEncoderLr ?? s.lr;
+        const step = buildTextEncoderTrainStepGraph(spec, { config: model.textEncoder.config, weights: model.textEncoder.weights, clipSkip: s.clipSkip, lrRatio: textEncoderLr / s.lr });
+        modules = step.modules;
+        layout = step.layout;
+        const session = await Session.create(serializeModel(step.graph), { provider });
+        runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
+      } else if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
         layout = step.layout;
@@ -297,7 +327,8 @@ export class Trainer {
       runner.feeds[runner.inputs.latents] = f32(latentShape, runner.latents);
       runner.feeds[runner.inputs.noise] = f32(latentShape, runner.noise);
       runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [s.batch], data: runner.timesteps };
-      runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
+      if (runner.inputs.encoderHiddenStates) runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
+      if (runner.inputs.inputIds) runner.feeds[runner.inputs.inputIds] = { dtype: 'int64', shape: [s.batch, tokens], data: runner.inputIds };
       if (runner.inputs.textEmbeds) runner.feeds[runner.inputs.textEmbeds] = f32([s.batch, pooledDim], runner.textEmbeds);
       if (runner.inputs.timeIds) runner.feeds[runner.inputs.timeIds] = f32([s.batch, timeIdCount], runner.timeIds);
       runners.set(key, runner);
@@ -335,7 +366,13 @@ export class Trainer {
       if (checkpoint.info.settingsFingerprint !== settingsFingerprint(s))
         events.emit('phase', { phase: 'train', message: `${s.resume}: resuming with changed settings; the loss curve will differ from an uninterrupted run` });
     } else {
-      const init = initLoraWeights(modules, () => rng.uniform());
+      // The text encoder's LoRA draws from its own Rng, so the UNet's init and every step's noise
+      // and timesteps are the same with and without text encoder training.
+      const textRng = new Rng(textEncoderInitSeed(s.seed));
+      const init = new Map([
+        ...initLoraWeights(modules.filter((m) => m.key.startsWith('lora_unet_')), () => rng.uniform()),
+        ...initLoraWeights(modules.filter((m) => !m.key.startsWith('lora_unet_')), () => textRng.uniform()),
+      ]);
       for (const t of layout.tensors) params.set(init.get(t.name)!, t.offset);
     }
 
@@ -352,7 +389,7 @@ export class Trainer {
         rng: rng.getState(),
         modelIdentity: unetIdentity,
         modelDescription: description,
-        lora: { rank: s.rank, alpha: s.alpha, targets: s.targets },
+        lora: { rank: s.rank, alpha: s.alpha, targets: s.trainTextEncoder ? `${s.targets} + text encoder` : s.targets },
         settingsFingerprint: settingsFingerprint(s),
         settings: trajectorySettings(s),
         smoothedLoss: ema,
@@ -399,9 +436,10 @@ export class Trainer {
             for (let j = 0; j < h * w; j++) runner.noise[base + c * h * w + j] += offset;
           }
         }
-        runner.context.set(text.hidden, i * contextSize);
+        if (text) runner.context.set(text.hidden, i * contextSize);
+        else for (let j = 0; j < tokens; j++) runner.inputIds[i * tokens + j] = BigInt(samples[index].tokenIds![j]);
         if (addedCond) {
-          runner.textEmbeds.set(text.pooled!, i * pooledDim);
+          runner.textEmbeds.set(text!.pooled!, i * pooledDim);
           runner.timeIds.set(latents.timeIds, i * timeIdCount); // this image's size and crop in its bucket
         }
       });
@@ -528,6 +566,7 @@ export class Trainer {
       epoch: epoch + 1,
       seed: s.seed,
       learningRate: s.lr,
+      ...(s.trainTextEncoder ? { textEncoderLearningRate: s.textEncoderLr ?? s.lr } : {}),
       lrScheduler: s.lrSchedule,
       lrWarmupSteps: s.warmupSteps,
       batchSize: s.batch,

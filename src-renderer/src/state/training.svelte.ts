@@ -108,13 +108,12 @@ export class TrainingState {
   get defaultOut(): string | null {
     const folder = this.context.datasetFolder();
     if (!folder) return null;
-    const name = `${basename(folder) || 'lora'}.safetensors`;
+    const name = `${basename(folder) || 'dataset'}-lora.safetensors`;
     const parent = dirname(folder);
-    // Next to the dataset when that is still inside an opened folder; else in a hidden folder
-    // inside it, which the dataset scan skips (so outputs never become training images).
-    return this.context.roots().some((r) => isInside(parent, r))
-      ? joinPath(parent, 'lora-output', name)
-      : joinPath(folder, '.lora-output', name);
+    // Next to the dataset folder when that is still inside an opened folder, else inside it (the
+    // dataset scan skips files that are not images). Both folders exist: the back end writes
+    // only into existing folders.
+    return this.context.roots().some((r) => isInside(parent, r)) ? joinPath(parent, name) : joinPath(folder, name);
   }
   get out(): string {
     return this.#out.trim() || this.defaultOut || '';
@@ -262,7 +261,9 @@ export class TrainingState {
       this.#estimate = null;
       return;
     }
-    const request = this.request;
+    // No output file: the estimate does not depend on it, and one that cannot be written yet
+    // (a folder still to be made) must not hide the estimate.
+    const request = { ...this.request, out: '' };
     const estimate = await this.estimating.run(() => this.api.call('train.estimate', { settings: request }));
     if (estimate) this.#estimate = estimate;
   }

@@ -94,7 +94,7 @@ describe('models and estimates', () => {
     expect(models[0]).toMatchObject({ id: 'embedded', source: 'embedded', kind: 'sd1' });
     expect(known.map((k) => k.kind)).toEqual(['sd1', 'sd2']);
     const presets = await h['train.presets']();
-    expect(presets.map((p) => p.name)).toEqual(['Tiny (embedded model, quick try)', 'Style LoRA (SD1.5)', 'SD2.x']);
+    expect(presets.map((p) => p.name)).toEqual(['Tiny (embedded model, quick try)', 'Style LoRA (SD1.5)', 'SD2.x', 'Style LoRA (SDXL)']);
     const estimate = await h['train.estimate']({ settings: settings({ images: join(data, 'shapes'), steps: 80, batch: 2 }) as TrainSettingsView });
     expect(estimate).toMatchObject({ steps: 80, samplesPerEpoch: 8, epochs: 20, device: 'cpu' });
     expect(estimate.seconds).toBeGreaterThan(0);

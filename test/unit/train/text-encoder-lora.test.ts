@@ -1,0 +1,88 @@
+// Text encoder LoRA training (trainTextEncoder) on the embedded tiny model and the sample dataset:
+// the file gets trained 'lora_te_' modules that generation's importer matches, resume continues
+// the uninterrupted trajectory, and with the option off the run is exactly the UNet-only one.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { openModelFolder } from '../../../src-main/engine/io/model-folder';
+import { readLoraFile, writeLoraFile } from '../../../src-main/engine/lora/lora-file';
+import { importLoraFile, loraTargetCatalog } from '../../../src-main/engine/lora/lora-import';
+import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
+import { resolveTrainSettings, settingsFingerprint, type TrainSettingsInput } from '../../../src-main/engine/train/settings';
+import { Trainer } from '../../../src-main/engine/train/trainer';
+
+const sampleDataset = fileURLToPath(new URL('../../../resources/sample-dataset', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'lora-te-'));
+const modelsDir = join(work, 'models');
+
+async function train(name: string, overrides: Partial<TrainSettingsInput> = {}, stopAt?: number) {
+  const settings = resolveTrainSettings({ images: sampleDataset, out: join(work, `${name}.safetensors`), modelsDir, cacheDir: join(work, 'cache'), steps: 4, precision: 'fp32', ...overrides });
+  const trainer = new Trainer(settings);
+  if (stopAt !== undefined) trainer.events.on('step', (e) => e.step === stopAt && trainer.stop());
+  return { settings, result: await trainer.run() };
+}
+
+const close = (a: number, b: number): boolean => Math.abs(a - b) <= 1e-4 * Math.abs(b) + 1e-6;
+
+describe('text encoder LoRA training', () => {
+  it('trains lora_te modules that generation loads; the first step equals the UNet-only step; off = the old run', async () => {
+    const unetOnly = await train('unet-only');
+    const explicitOff = await train('off', { trainTextEncoder: false });
+    expect(explicitOff.result.losses).toEqual(unetOnly.result.losses);
+    expect(settingsFingerprint(explicitOff.settings)).toBe(settingsFingerprint(unetOnly.settings));
+    const offFile = readLoraFile(explicitOff.result.out);
+    expect(offFile.modules.every((m) => m.prefix === 'lora_unet')).toBe(true);
+    expect(offFile.metadata.ss_text_encoder_lr).toBe('0');
+
+    const te = await train('te', { trainTextEncoder: true, textEncoderLr: 5e-3 });
+    // The TE LoRA starts at up = 0 and has its own init Rng: step 1 sees the cached embedding's
+    // value and the same noise and timesteps, so its loss is the UNet-only step's loss.
+    expect(close(te.result.losses[0], unetOnly.result.losses[0])).toBe(true);
+    expect(te.result.losses.slice(1)).not.toEqual(unetOnly.result.losses.slice(1));
+
+    const file = readLoraFile(te.result.out);
+    const model = openModelFolder(ensureEmbeddedModel(modelsDir));
+    const layers = model.textEncoder.config.num_hidden_layers;
+    const teModules = file.modules.filter((m) => m.prefix === 'lora_te');
+    expect(teModules).toHaveLength(layers * 6); // q, k, v, out_proj, fc1, fc2 per layer
+    expect(teModules.map((m) => m.key)).toContain('lora_te_text_model_encoder_layers_0_self_attn_q_proj');
+    expect(file.modules.filter((m) => m.prefix === 'lora_unet')).toHaveLength(offFile.modules.length);
+    for (const m of teModules) expect(m.up.some((x) => x !== 0)).toBe(true); // moved from zero
+    expect(file.metadata.ss_text_encoder_lr).toBe('0.005');
+    expect(file.metadata.ss_network_train_unet_only).toBe('false');
+
+    // generation's importer matches every module, in kohya and in diffusers naming
+    const catalog = loraTargetCatalog(model);
+    const kohya = importLoraFile(te.result.out, catalog);
+    expect(kohya.unmatched).toEqual([]);
+    expect(kohya.modules.filter((m) => m.component === 'textEncoder')).toHaveLength(layers * 6);
+    const diffusersPath = join(work, 'te-diffusers.safetensors');
+    writeLoraFile(diffusersPath, file.modules, { format: 'diffusers', precision: 'fp32' });
+    const diffusers = importLoraFile(diffusersPath, catalog);
+    expect(diffusers.unmatched).toEqual([]);
+    const q = diffusers.modules.find((m) => m.component === 'textEncoder' && m.module === 'text_model.encoder.layers.0.self_attn.q_proj')!;
+    expect(q).toBeDefined();
+    expect(readLoraFile(diffusersPath).modules.filter((m) => m.prefix === 'lora_te')).toHaveLength(layers * 6);
+  }, 60_000);
+
+  it('resumes a text encoder run on the uninterrupted trajectory, TE tensors included', async () => {
+    const options = { trainTextEncoder: true, clipSkip: 2 };
+    const straight = await train('te-straight', options);
+    const stopped = await train('te-stopped', options, 2);
+    expect(stopped.result).toMatchObject({ stopped: true, step: 2 });
+    expect(stopped.result.losses).toEqual(straight.result.losses.slice(0, 2));
+    const resumed = await train('te-resumed', { ...options, resume: stopped.result.checkpoint });
+    expect(resumed.result.losses).toEqual(straight.result.losses.slice(2));
+    const a = readLoraFile(straight.result.out);
+    const b = readLoraFile(resumed.result.out);
+    expect(b.modules.map((m) => m.key)).toEqual(a.modules.map((m) => m.key));
+    expect(a.modules.some((m) => m.prefix === 'lora_te')).toBe(true);
+    a.modules.forEach((m, i) => expect(Array.from(b.modules[i].up)).toEqual(Array.from(m.up)));
+
+    // a UNet-only checkpoint does not resume a text encoder run (and says why)
+    const unetOnly = await train('te-unet-ckpt', { steps: 1 });
+    await expect(train('te-mismatch', { ...options, resume: unetOnly.result.checkpoint })).rejects.toThrow(unetOnly.result.checkpoint);
+  }, 60_000);
+});
