@@ -33,6 +33,7 @@ import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/en
 import { Session, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
+import { Rng } from '../src-main/engine/sample/rng';
 import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
@@ -150,18 +151,7 @@ function deviceName(): string {
   return `${cpus()[0]?.model ?? 'cpu'} x${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
 }
 
-function randn(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const u = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u());
-  return out;
-}
+const randn = (n: number, seed: number): Float32Array => new Rng(seed).normal(n);
 
 /** Prints where the time went, by op type and by node, from onnxruntime's profile trace. */
 function summarizeProfile(dir: string, prefix: string, runs: number): void {

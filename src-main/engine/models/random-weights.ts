@@ -6,6 +6,7 @@ import type { Shape } from '../graph/shape';
 import type { TensorToWrite } from '../io/safetensors';
 import { float32ToFloat16 } from '../io/dtype-convert';
 import { Params, type TensorLocation, type WeightLocator } from '../nn/params';
+import { createRandom } from '../data/random';
 
 /** Records every weight a builder asks for; hands out a dummy file range (nothing is read). */
 class RecordingLocator implements WeightLocator {
@@ -17,18 +18,11 @@ class RecordingLocator implements WeightLocator {
   }
 }
 
-/** mulberry32 seeded by (seed, tensor name), so one tensor's values do not depend on the others. */
+/** A uniform source seeded by (seed, tensor name), so one tensor's values do not depend on the others. */
 function uniformFor(seed: number, name: string): () => number {
   let h = seed;
   for (const ch of name) h = Math.imul(h ^ ch.charCodeAt(0), 0x9e3779b1);
-  let a = h >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return createRandom(h >>> 0);
 }
 
 /** torch-like defaults: norms weight 1 bias 0, other biases 0, weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)), embeddings small. */

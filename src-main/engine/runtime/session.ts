@@ -48,16 +48,7 @@ const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
   bool: 'bool',
 };
 
-const FROM_ORT: Record<string, DType> = {
-  float32: 'float32',
-  float16: 'float16',
-  float64: 'float64',
-  int64: 'int64',
-  int32: 'int32',
-  int8: 'int8',
-  uint8: 'uint8',
-  bool: 'bool',
-};
+const FROM_ORT: Record<string, DType> = Object.fromEntries(Object.entries(ORT_TYPE).map(([dtype, type]) => [type, dtype as DType]));
 
 function executionProviders(opts: SessionOptions): ort.InferenceSession.ExecutionProviderConfig[] {
   switch (opts.provider ?? 'cpu') {

@@ -12,6 +12,14 @@ import { importLoraFile, loraTargetCatalog } from '../../../src-main/engine/lora
 import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
 import { resolveTrainSettings, settingsFingerprint, type TrainSettingsInput } from '../../../src-main/engine/train/settings';
 import { Trainer } from '../../../src-main/engine/train/trainer';
+import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
+import { unetTargets } from '../../../src-main/engine/lora/targets';
+import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
+import { NoiseSchedule } from '../../../src-main/engine/sample/noise-schedule';
+import { Rng } from '../../../src-main/engine/sample/rng';
+import { adamwStepValues, DEFAULT_ADAMW } from '../../../src-main/engine/train/adamw';
+import { buildTextEncoderTrainStepGraph } from '../../../src-main/engine/train/text-encoder-step-graph';
+import { ClipTokenizer } from '../../../src-main/engine/tokenizer/clip-tokenizer';
 
 const sampleDataset = fileURLToPath(new URL('../../../resources/sample-dataset', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'lora-te-'));
@@ -84,5 +92,64 @@ describe('text encoder LoRA training', () => {
     // a UNet-only checkpoint does not resume a text encoder run (and says why)
     const unetOnly = await train('te-unet-ckpt', { steps: 1 });
     await expect(train('te-mismatch', { ...options, resume: unetOnly.result.checkpoint })).rejects.toThrow(unetOnly.result.checkpoint);
+  }, 60_000);
+
+  // 16x16 latents: at 8x8 the tiny UNet's deepest GroupNorm sees 2 values per group at 1x1, where
+  // its output is nearly a step function and float32 finite differences measure rounding noise.
+  it('backpropagates through the text encoder: the gradient matches finite differences of the loss', async () => {
+    const model = openModelFolder(ensureEmbeddedModel(modelsDir));
+    const schedule = NoiseSchedule.fromConfig(model.schedulerConfig);
+    const tokenizer = ClipTokenizer.fromFolder(model.tokenizerDir!);
+    const batch = 2;
+    const contextDim = model.textEncoder.config.hidden_size;
+    const step = buildTextEncoderTrainStepGraph(
+      {
+        unetConfig: model.unet.config,
+        weights: model.unet.weights,
+        build: { dtype: 'float32', attention: 'composite' },
+        lora: { rank: 2, alpha: 2, targets: unetTargets('attention') },
+        shape: { batch, latentHeight: 16, latentWidth: 16, tokens: tokenizer.maxLength, contextDim },
+        loss: { prediction: 'epsilon' },
+        alphasCumprod: schedule.alphasCumprod,
+        adamw: { ...DEFAULT_ADAMW, weightDecay: 0 },
+      },
+      { config: model.textEncoder.config, weights: model.textEncoder.weights, clipSkip: 1 },
+    );
+    const session = await Session.create(serializeModel(step.graph), { provider: 'cpu' });
+    try {
+      const rng = new Rng(3);
+      const randn = (n: number, scale = 1): Float32Array => Float32Array.from({ length: n }, () => scale * rng.normalValue());
+      const f32 = (shape: number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
+      const latentShape = [batch, model.unet.config.in_channels, 16, 16];
+      const latentSize = latentShape.reduce((a, b) => a * b, 1);
+      const ids = new BigInt64Array(batch * tokenizer.maxLength);
+      ['a photo of a cat', 'red house by the sea'].forEach((text, i) => tokenizer.encode(text).forEach((id, j) => (ids[i * tokenizer.maxLength + j] = BigInt(id))));
+      const size = step.layout.size;
+      const params = randn(size, 0.05); // up != 0 everywhere, so every path carries gradient
+      const feeds: Record<string, HostTensor> = {
+        [step.inputs.latents]: f32(latentShape, randn(latentSize)),
+        [step.inputs.noise]: f32(latentShape, randn(latentSize)),
+        [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: BigInt64Array.of(100n, 700n) },
+        [step.inputs.inputIds]: { dtype: 'int64', shape: [batch, tokenizer.maxLength], data: ids },
+        [step.state.m]: f32([size], new Float32Array(size)),
+        [step.state.v]: f32([size], new Float32Array(size)),
+        ...Object.fromEntries(Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-3, 1)).map(([k, v]) => [k, f32([], Float32Array.of(v))])),
+      };
+      const run = async (p: Float32Array) => session.run({ ...feeds, [step.state.params]: f32([size], p) });
+      const r = await run(params);
+      // m starts at 0: the new m is (1 - beta1) * gradient (no clipping in this spec)
+      const grad = Float32Array.from(r[step.state.newM].data as Float32Array, (x) => x / (1 - DEFAULT_ADAMW.betas[0]));
+      const direction = new Float32Array(size);
+      for (let i = step.textEncoderOffset; i < size; i++) direction[i] = rng.normalValue(); // the text encoder part only
+      let analytic = 0;
+      for (let i = 0; i < size; i++) analytic += grad[i] * direction[i];
+      const eps = 1e-2;
+      const shifted = async (sign: number) => ((await run(params.map((x, i) => x + sign * eps * direction[i])))[step.outputs.loss].data as Float32Array)[0];
+      const numeric = ((await shifted(1)) - (await shifted(-1))) / (2 * eps);
+      expect(Math.abs(analytic)).toBeGreaterThan(1e-4);
+      expect(Math.abs(numeric - analytic)).toBeLessThan(2e-2 * Math.abs(analytic) + 1e-5);
+    } finally {
+      await session.release();
+    }
   }, 60_000);
 });
