@@ -11,7 +11,7 @@ import { fromKohyaModules } from '../engine/lora/lora-import';
 import { chooseProvider } from '../engine/runtime/session';
 import { slotSpecOf } from '../engine/sample/lora-slots';
 import { encodePng, Generator } from '../engine/sample/txt2img';
-import { openTrainingModel, Trainer, type TrainerHooks } from '../engine/train/trainer';
+import { Trainer, type TrainerHooks, type TrainingModel } from '../engine/train/trainer';
 import type { TrainJob } from './protocol';
 
 const SLOT = 'training';
@@ -35,7 +35,7 @@ export class TrainJobRunner {
     // graph: the hook runs after step 1 and samples strength 0 there, which is exactly the base
     // model (strength 0 adds nothing), i.e. step 0. A resumed run has its baseline already.
     this.baselineDone = !hasPreviews || job.settings.resume !== undefined;
-    this.hooks = { onPreview: (p) => this.afterStep(p.step, p.lora), previewEvery: this.cadence() };
+    this.hooks = { onPreview: (p) => this.afterStep(p.step, p.lora, p.model), previewEvery: this.cadence() };
     this.trainer = new Trainer(job.settings, this.hooks);
   }
 
@@ -107,13 +107,13 @@ export class TrainJobRunner {
   }
 
   /** The trainer's hook after a step: baseline, previews, and the pause point. */
-  private async afterStep(step: number, lora: LoraModuleWeights[]): Promise<void> {
+  private async afterStep(step: number, lora: LoraModuleWeights[], model: TrainingModel): Promise<void> {
     if (!this.baselineDone) {
-      await this.renderPreviews(0, lora, 0);
+      await this.renderPreviews(0, lora, 0, model);
       this.baselineDone = true;
     }
     const every = this.job.previewEvery;
-    if (every > 0 && step % every === 0 && this.job.previews.length > 0) await this.renderPreviews(step, lora, 1);
+    if (every > 0 && step % every === 0 && this.job.previews.length > 0) await this.renderPreviews(step, lora, 1, model);
     if (this.pauseRequested && !this.stopping) {
       this.setStatus('paused', `Paused after step ${step}`, { step });
       await new Promise<void>((wake) => (this.resumeWaiter = wake));
@@ -122,11 +122,11 @@ export class TrainJobRunner {
     this.hooks.previewEvery = this.cadence();
   }
 
-  private async renderPreviews(step: number, kohyaModules: LoraModuleWeights[], strength: number): Promise<void> {
+  /** Samples the preview prompts with the trainer's own opened model (nothing is loaded twice). */
+  private async renderPreviews(step: number, kohyaModules: LoraModuleWeights[], strength: number, { model, description }: TrainingModel): Promise<void> {
     const { settings } = this.job;
     const modules = fromKohyaModules(kohyaModules);
     if (!this.generator) {
-      const { model, description } = await openTrainingModel(settings);
       const provider = settings.device === 'cpu' ? 'cpu' : (await chooseProvider(settings.device)).provider;
       this.generator = await Generator.create(model, { provider, loras: [slotSpecOf(SLOT, { modules })], modelName: description });
     }

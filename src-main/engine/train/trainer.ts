@@ -45,7 +45,7 @@ export interface TrainerHooks {
    * trainer; do not modify them). Sampling previews is the caller's business; training waits for
    * the returned promise.
    */
-  onPreview?: (preview: { step: number; lora: LoraModuleWeights[] }) => void | Promise<void>;
+  onPreview?: (preview: { step: number; lora: LoraModuleWeights[]; model: TrainingModel }) => void | Promise<void>;
   previewEvery?: number;
 }
 
@@ -536,7 +536,7 @@ export class Trainer {
         }
         const previewEvery = this.hooks.previewEvery ?? 0;
         if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
-          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()) });
+          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()), model: { model, description } });
       }
     } finally {
       for (const runner of runners.values()) await runner.session.release();
