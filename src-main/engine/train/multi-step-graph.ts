@@ -15,6 +15,7 @@ import {
   batchInputNames,
   discoverLoraLayout,
   flagAsFloat,
+  outputStepResults,
   type FlatTrainState,
   type TrainStepGraph,
   type TrainStepSpec,
@@ -73,17 +74,11 @@ export function buildMultiStepTrainGraph(spec: TrainStepSpec, steps: number): Mu
     norms.push(op.reshape(step.norm, [1]));
     if (step.finite) finites.push(op.reshape(flagAsFloat(step.finite, step.norm), [1]));
   }
-  const names = {
-    params: first.params.name,
-    m: first.m.name,
-    v: first.v.name,
-    newParams: g.output(state.params, 'lora.params.new').name,
-    newM: g.output(state.m, 'adamw.m.new').name,
-    newV: g.output(state.v, 'adamw.v.new').name,
-  };
-  g.output(op.concat(losses, 0), 'loss'); // [K]
-  g.output(op.concat(norms, 0), 'grad_norm'); // [K]
-  if (lossScale) g.output(op.concat(finites, 0), 'grads_finite'); // [K]
+  const names = outputStepResults(g, first, state, {
+    loss: op.concat(losses, 0), // [K]
+    gradNorm: op.concat(norms, 0), // [K]
+    finite: lossScale ? op.concat(finites, 0) : undefined, // [K]
+  });
   return {
     graph: g,
     steps,

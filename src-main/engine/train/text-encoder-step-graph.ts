@@ -21,6 +21,7 @@ import {
   appendTrainStep,
   discoverLoraLayout,
   flagAsFloat,
+  outputStepResults,
   type TrainBatchInputs,
   type TrainStepGraph,
   type TrainStepSpec,
@@ -125,17 +126,7 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
     lrScale,
   });
 
-  const names = {
-    params: state.params.name,
-    m: state.m.name,
-    v: state.v.name,
-    newParams: g.output(step.state.params, 'lora.params.new').name,
-    newM: g.output(step.state.m, 'adamw.m.new').name,
-    newV: g.output(step.state.v, 'adamw.v.new').name,
-  };
-  g.output(step.loss, 'loss');
-  g.output(step.norm, 'grad_norm');
-  if (step.finite) g.output(flagAsFloat(step.finite, step.norm), 'grads_finite');
+  const names = outputStepResults(g, state, step.state, { loss: step.loss, gradNorm: step.norm, finite: step.finite && flagAsFloat(step.finite, step.norm) });
   return {
     graph: g,
     modules: [...step.network.modules, ...textNetwork.modules],

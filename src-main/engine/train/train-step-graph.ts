@@ -221,6 +221,30 @@ export function appendTrainStep(
   };
 }
 
+/**
+ * Marks the new state and the loss, gradient norm and finite flag (float 1/0) as the graph's
+ * outputs under the names every training graph uses; returns TrainStepGraph['state'].
+ */
+export function outputStepResults(
+  g: Graph,
+  first: FlatTrainState,
+  next: FlatTrainState,
+  results: { loss: Value; gradNorm: Value; finite: Value | undefined },
+): TrainStepGraph['state'] {
+  const names = {
+    params: first.params.name,
+    m: first.m.name,
+    v: first.v.name,
+    newParams: g.output(next.params, 'lora.params.new').name,
+    newM: g.output(next.m, 'adamw.m.new').name,
+    newV: g.output(next.v, 'adamw.v.new').name,
+  };
+  g.output(results.loss, 'loss');
+  g.output(results.gradNorm, 'grad_norm');
+  if (results.finite) g.output(results.finite, 'grads_finite');
+  return names;
+}
+
 /** float32 1/0 for a bool flag: WebGPU cannot output a bool tensor. */
 export const flagAsFloat = (flag: Value, like: Value): Value => op.where(flag, op.scalarLike(like, 1), op.scalarLike(like, 0));
 
@@ -243,17 +267,7 @@ export function buildTrainStepGraph(spec: TrainStepSpec): TrainStepGraph {
   const lossScale = spec.build.dtype === 'float16' ? g.input('loss_scale', 'float32', []) : undefined;
   const step = appendTrainStep(g, spec, layout, { x0, noise, timesteps, context, added }, state, adamwStepInputs(g), lossScale);
 
-  const names = {
-    params: state.params.name,
-    m: state.m.name,
-    v: state.v.name,
-    newParams: g.output(step.state.params, 'lora.params.new').name,
-    newM: g.output(step.state.m, 'adamw.m.new').name,
-    newV: g.output(step.state.v, 'adamw.v.new').name,
-  };
-  g.output(step.loss, 'loss');
-  g.output(step.norm, 'grad_norm');
-  if (step.finite) g.output(flagAsFloat(step.finite, step.norm), 'grads_finite');
+  const names = outputStepResults(g, state, step.state, { loss: step.loss, gradNorm: step.norm, finite: step.finite && flagAsFloat(step.finite, step.norm) });
   return {
     graph: g,
     network: step.network,
