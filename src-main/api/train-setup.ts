@@ -97,6 +97,7 @@ export function engineSettings(view: TrainSettingsView, folders: { modelsDir: st
       seed: view.seed,
       saveEvery: view.saveEvery,
       trigger: view.trigger ?? undefined,
+      trainTextEncoder: view.trainTextEncoder ?? false,
       device: view.device,
       resume,
       // Step events every step: the studio draws every loss point.
