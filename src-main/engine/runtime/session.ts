@@ -161,6 +161,9 @@ function probeModel(): Uint8Array {
 }
 
 async function canCreate(provider: ProviderName): Promise<boolean> {
+  // A missing provider library is an expected answer here, not an error worth printing.
+  const level = ort.env.logLevel;
+  ort.env.logLevel = 'fatal';
   try {
     const s = await ort.InferenceSession.create(probeModel(), {
       ...ortOptions({ provider, forbidCpuFallback: true }),
@@ -169,6 +172,8 @@ async function canCreate(provider: ProviderName): Promise<boolean> {
     return true;
   } catch {
     return false;
+  } finally {
+    ort.env.logLevel = level;
   }
 }
 
@@ -177,10 +182,10 @@ async function canCreate(provider: ProviderName): Promise<boolean> {
  * message that says why the request was not met.
  */
 export async function chooseProvider(requested?: ProviderName): Promise<{ provider: ProviderName; note?: string }> {
-  const usable = await usableProviders();
   if (requested) {
-    if (usable.includes(requested)) return { provider: requested };
-    const fallback = usable[0] ?? 'cpu';
+    // Probe only what was asked for: probing the others loads (and logs about) their libraries.
+    if (requested === 'cpu' || (detectProviders().includes(requested) && (await canCreate(requested)))) return { provider: requested };
+    const fallback = 'cpu';
     const hint =
       requested === 'cuda'
         ? ' (the CUDA provider needs its libraries: see README, "GPU acceleration")'
@@ -189,5 +194,5 @@ export async function chooseProvider(requested?: ProviderName): Promise<{ provid
           : '';
     return { provider: fallback, note: `execution provider ${requested} is not available here${hint}; using ${fallback}` };
   }
-  return { provider: usable[0] ?? 'cpu' };
+  return { provider: (await usableProviders())[0] ?? 'cpu' };
 }
