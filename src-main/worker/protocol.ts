@@ -5,7 +5,7 @@
 //    answering each request by id.
 // Messages are plain JSON-safe objects: they travel over Node's IPC (child_process.fork) in the
 // headless server and over Electron's utilityProcess port in the app.
-import type { TrainEvent } from '../api/contract';
+import type { ExecutionProvider, GenerateRequestView, TrainEvent } from '../api/contract';
 import type { TrainSettings } from '../engine/train/settings';
 
 export interface PreviewPrompt {
@@ -24,22 +24,13 @@ export interface TrainJob {
   previewEvery: number;
 }
 
-export interface GenerateTask {
+/** A studio generate request, resolved: the model path (undefined = embedded), folders and device. */
+export interface GenerateTask extends Omit<GenerateRequestView, 'model'> {
   kind: 'generate';
   /** Model folder or single file; undefined = the embedded tiny model. */
   model: string | undefined;
   modelsDir: string;
-  device: 'cuda' | 'dml' | 'webgpu' | 'cpu';
-  prompt: string;
-  negativePrompt: string;
-  seed: number;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  sampler: 'DDIM' | 'Euler' | 'Euler a' | 'DPM++ 2M' | 'DPM++ 2M Karras';
-  clipSkip: number;
-  loras: { path: string; strength: number }[];
+  device: ExecutionProvider;
 }
 
 export interface GenerateTaskResult {
