@@ -177,11 +177,12 @@ export function estimateRun(
     unet.config,
     { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]!, pooledDim },
     dtype,
+    view.device === 'cpu' ? 'cpu' : 'gpu',
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
   const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
-    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; device memory, on the CPU it is process memory).`,
+    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(view.device === 'cpu' ? MEMORY_CALIBRATION.cpuOverheadBytes : MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; on the CPU it is process memory).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
 }

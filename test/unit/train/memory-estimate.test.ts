@@ -6,6 +6,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { estimateTrainingMemory } from '../../../src-main/engine/train/memory-estimate';
 import { SD15, SDXL } from '../../../bench/model-configs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { openModelFolder } from '../../../src-main/engine/io/model-folder';
+import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
 
 const GiB = 2 ** 30;
 const results = (file: string) =>
@@ -27,6 +31,13 @@ describe('training memory estimate', () => {
     const estimate = estimateTrainingMemory(SDXL, { batch: 1, latentHeight: 128, latentWidth: 128, tokens: 77, contextDim: 2048, pooledDim: 1280 }, 'float16').peakBytes / GiB;
     expect(estimate).toBeGreaterThanOrEqual(r.peakGpuMemoryGiB);
     expect(estimate / r.peakGpuMemoryGiB).toBeLessThan(1.4);
+  });
+
+  it('on the CPU counts the process, not a GPU context: the embedded model lands near its measured RSS (0.29-0.33 GiB)', () => {
+    const model = openModelFolder(ensureEmbeddedModel(mkdtempSync(join(tmpdir(), 'lora-mem-'))));
+    const e = estimateTrainingMemory(model.unet.config, { batch: 1, latentHeight: 8, latentWidth: 8, tokens: 77, contextDim: 32 }, 'float32', 'cpu');
+    expect(e.peakBytes / GiB).toBeGreaterThan(0.2);
+    expect(e.peakBytes / GiB).toBeLessThan(0.5);
   });
 
   it('grows with batch and resolution', () => {
