@@ -59,10 +59,12 @@ await compare('unet', (g) => {
   const m = openModelFolder(folder);
   const p = new Params(g, m.unet.weights, { dtype: 'float16', attention: args.attention as AttentionImpl });
   const sample = g.input('sample', 'float32', tensor('unet.input.sample').shape);
-  const t = g.input('timestep', 'int64', tensor('unet.input.timestep').shape);
+  const t = g.input('timestep', 'float32', tensor('unet.input.timestep').shape); // float: WebGPU has no int64 -> float Cast
   const ehs = g.input('ehs', 'float32', tensor('unet.input.encoder_hidden_states').shape);
   const output = buildUNet2DCondition(p, m.unet.config, { sample: op.cast(sample, 'float16'), timestep: t, encoderHiddenStates: op.cast(ehs, 'float16') });
-  return { inputs: { sample: tensor('unet.input.sample'), timestep: tensor('unet.input.timestep'), ehs: tensor('unet.input.encoder_hidden_states') }, output };
+  const steps = tensor('unet.input.timestep');
+  const timestep: HostTensor = { dtype: 'float32', shape: steps.shape, data: Float32Array.from(steps.data as BigInt64Array, Number) };
+  return { inputs: { sample: tensor('unet.input.sample'), timestep, ehs: tensor('unet.input.encoder_hidden_states') }, output };
 }, 'unet.output');
 
 await compare('text_encoder', (g) => {
