@@ -305,11 +305,12 @@ export function createStudio(host: ApiHost): Studio {
       if (typeof req !== 'object' || req === null) throw new ApiError('bad-request', 'generate.run needs a request.');
       const model = await modelPath(req.model);
       const loras = await Promise.all((req.loras ?? []).map(async (l) => ({ path: await guard.resolveExisting(l.path), strength: Number(l.strength) })));
-      const { modelsDir, device } = open().settings.get();
+      const { modelsDir, cacheDir, device } = open().settings.get();
       const result = await open().tasks.run<GenerateTaskResult>({
         kind: 'generate',
         model,
         modelsDir,
+        cacheDir,
         device,
         prompt: requireString(req, 'prompt', 'generate.run'),
         negativePrompt: typeof req.negativePrompt === 'string' ? req.negativePrompt : '',

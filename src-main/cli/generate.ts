@@ -1,7 +1,6 @@
 // `lora-studio generate`: text to image with optional LoRAs, PNGs with the settings embedded.
 // Also the model / LoRA argument helpers `lora-studio merge` shares.
 import { existsSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../engine/io/atomic-write';
@@ -14,12 +13,12 @@ import { chooseProvider } from '../engine/runtime/session';
 import type { Sampler } from '../engine/sample/create-scheduler';
 import { slotSpecOf } from '../engine/sample/lora-slots';
 import { encodePng, Generator } from '../engine/sample/txt2img';
+import { loraStudioHome } from '../engine/train/settings';
 import { CliUsageError, type CliCommand } from './command';
 
 /** Where downloaded and embedded models live: $LORA_STUDIO_HOME/models, else ~/.cache/lora-studio/models. */
 export function defaultModelsDir(): string {
-  const home = process.env.LORA_STUDIO_HOME;
-  return home ? join(home, 'models') : join(homedir(), '.cache', 'lora-studio', 'models');
+  return join(loraStudioHome(), 'models');
 }
 
 /** `--model` as given (a diffusers folder or a single .safetensors file), or the embedded tiny model. */
@@ -164,6 +163,7 @@ export const generateCommand: CliCommand = {
       modelName: name,
       loras: merge ? [] : loras.map(({ lora }) => slotSpecOf(lora.name, lora)),
       merge: merge ? loras : [],
+      cacheDir: join(loraStudioHome(), 'cache', 'graphs'),
     });
     try {
       const started = Date.now();

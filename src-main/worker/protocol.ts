@@ -30,6 +30,8 @@ export interface GenerateTask extends Omit<GenerateRequestView, 'model'> {
   /** Model folder or single file; undefined = the embedded tiny model. */
   model: string | undefined;
   modelsDir: string;
+  /** The graphs' model files go under `<cacheDir>/graphs` (they reference the checkpoint in place). */
+  cacheDir: string;
   device: ExecutionProvider;
 }
 

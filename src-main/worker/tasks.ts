@@ -2,7 +2,7 @@
 // Generator is kept (keyed by model, provider and LoRA files), so trying strengths or seeds with
 // the same LoRA reuses its sessions: strength is a session input, not a rebuild.
 import { existsSync, statSync } from 'node:fs';
-import { basename, extname } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { openModelFolder, type OpenedModel } from '../engine/io/model-folder';
 import { openSingleFile } from '../engine/io/single-file';
 import { importLoraFile, loraFileHash, loraTargetCatalog, type ImportedLora } from '../engine/lora/lora-import';
@@ -36,7 +36,7 @@ export class TaskRunner {
       const catalog = loraTargetCatalog(model);
       const loras = task.loras.map((l) => ({ lora: importLoraFile(l.path, catalog), hash: loraFileHash(l.path) }));
       const provider = task.device === 'cpu' ? 'cpu' : (await chooseProvider(task.device)).provider;
-      const generator = await Generator.create(model, { provider, modelName: name, loras: loras.map(({ lora }) => slotSpecOf(lora.name, lora)) });
+      const generator = await Generator.create(model, { provider, modelName: name, loras: loras.map(({ lora }) => slotSpecOf(lora.name, lora)), cacheDir: join(task.cacheDir, 'graphs') });
       this.cached = { key, generator, loras };
     }
     const { generator, loras } = this.cached;

@@ -5,6 +5,7 @@
 // Pause works through the trainer's preview hook, which training awaits after a step: the hook's
 // `previewEvery` is read every step, so a pause request sets it to 1 and the next step's hook
 // waits until resume. (The engine has no pause of its own; see the report in run-manager.ts.)
+import { join } from 'node:path';
 import type { PreviewImage, RunStatus, TrainEvent } from '../api/contract';
 import type { LoraModuleWeights } from '../engine/lora/lora-file';
 import { fromKohyaModules } from '../engine/lora/lora-import';
@@ -128,7 +129,7 @@ export class TrainJobRunner {
     const modules = fromKohyaModules(kohyaModules);
     if (!this.generator) {
       const provider = settings.device === 'cpu' ? 'cpu' : (await chooseProvider(settings.device)).provider;
-      this.generator = await Generator.create(model, { provider, loras: [slotSpecOf(SLOT, { modules })], modelName: description });
+      this.generator = await Generator.create(model, { provider, loras: [slotSpecOf(SLOT, { modules })], modelName: description, cacheDir: join(settings.cacheDir, 'graphs') });
     }
     for (const p of this.job.previews) {
       if (this.stopping) return;

@@ -7,7 +7,7 @@ import type { ProviderName } from './providers';
 import { detectProviders } from './providers';
 import { Graph } from '../graph/graph';
 import { identity } from '../graph/ops';
-import { serializeModel } from '../graph/onnx-model';
+import { saveModel, serializeModel } from '../graph/onnx-model';
 
 export type TensorArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
 
@@ -86,6 +86,8 @@ export function fromOrtTensor(t: ort.Tensor): HostTensor {
   return { dtype, shape: [...t.dims], data: t.data as TensorArray };
 }
 
+let graphCounter = 0;
+
 export class Session {
   private constructor(
     private readonly inner: ort.InferenceSession,
@@ -107,6 +109,18 @@ export class Session {
       throw new Error(`could not create an onnxruntime session on ${opts.provider ?? 'cpu'} for ${where}: ${(error as Error).message}`);
     }
     return new Session(inner, opts.provider ?? 'cpu');
+  }
+
+  /**
+   * A session for a built graph. A graph whose weights live in files (a real checkpoint) is written
+   * as a small model file in `workDir` that references those files, so onnxruntime reads the
+   * weights itself and nothing is copied through JS; a graph without file-backed weights (or when
+   * no `workDir` is given) goes over as bytes.
+   */
+  static async fromGraph(graph: Graph, opts: SessionOptions = {}, workDir?: string): Promise<Session> {
+    const fileBacked = [...graph.initializers.values()].some((i) => i.data.kind === 'file');
+    if (workDir && fileBacked) return Session.create(saveModel(graph, workDir, `${graph.name}-${process.pid}-${graphCounter++}`), opts);
+    return Session.create(serializeModel(graph), opts);
   }
 
   get inputNames(): readonly string[] {

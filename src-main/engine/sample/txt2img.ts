@@ -22,7 +22,6 @@
 import sharp from 'sharp';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
-import { saveModel, serializeModel } from '../graph/onnx-model';
 import type { OpenedModel } from '../io/model-folder';
 import { canonicalTextKey, clipTextPrefixOf } from '../io/single-file-writer';
 import type { LoraComponent } from '../lora/lora-import';
@@ -122,7 +121,6 @@ export class Generator {
   private readonly slots: readonly LoraSlotSpec[];
   private readonly textPrefix: string;
   private readonly textPrefix2: string;
-  private graphCounter = 0;
   /** Sessions created so far (tests check that a strength change builds none). */
   sessionsBuilt = 0;
 
@@ -162,8 +160,7 @@ export class Generator {
   private async open(graph: Graph): Promise<Session> {
     this.sessionsBuilt++;
     const sessionOptions = { provider: this.options.provider };
-    if (this.options.cacheDir) return Session.create(saveModel(graph, this.options.cacheDir, `${graph.name}-${process.pid}-${this.graphCounter++}`), sessionOptions);
-    return Session.create(serializeModel(graph), sessionOptions);
+    return Session.fromGraph(graph, sessionOptions, this.options.cacheDir);
   }
 
   private get sdxl(): boolean {

@@ -20,7 +20,6 @@ import { hashFile } from '../data/content-hash';
 import { loadTrainingImage } from '../data';
 import type { Bucket, CropPlan } from '../data';
 import { Graph, type Value } from '../graph/graph';
-import { serializeModel } from '../graph/onnx-model';
 import { decodeSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors';
 import type { OpenedModel } from '../io/model-folder';
 import type { WeightSource } from '../io/weights';
@@ -225,7 +224,7 @@ export class FeatureCache {
       const dist = buildVaeEncoder(new Params(g, this.model.vae.weights, { dtype }), this.model.vae.config, op.cast(image, dtype));
       g.output(op.cast(dist.mean, 'float32'), 'mean'); // [1, C, h, w]
       g.output(op.cast(dist.std, 'float32'), 'std'); // [1, C, h, w]
-      session = Session.create(serializeModel(g), this.sessionOptions);
+      session = Session.fromGraph(g, this.sessionOptions, join(this.dir, 'graphs'));
       this.encoders.set(key, session);
     }
     return session;
@@ -254,7 +253,7 @@ export class FeatureCache {
       const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [1, L, H]
       g.output(op.cast(hidden, 'float32'), 'hidden');
     }
-    this.textSession = Session.create(serializeModel(g), this.sessionOptions);
+    this.textSession = Session.fromGraph(g, this.sessionOptions, join(this.dir, 'graphs'));
     this.textSessionSkip = clipSkip;
     return this.textSession;
   }

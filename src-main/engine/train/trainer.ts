@@ -16,7 +16,6 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { bucketKey, Dataset, makeProblem, prependTrigger, tagFrequency, trainingCaption } from '../data';
 import type { Bucket, DatasetItem } from '../data';
-import { serializeModel } from '../graph/onnx-model';
 import { downloadFile } from '../io/download';
 import { openModelFolder, type OpenedModel } from '../io/model-folder';
 import { openSingleFile } from '../io/single-file';
@@ -207,6 +206,8 @@ export class Trainer {
     // --- cache
     events.emit('phase', { phase: 'cache', message: `${tokenizer ? 'latents' : 'latents and text embeddings'} in ${s.cacheDir}` });
     const cache = new FeatureCache(s.cacheDir, model, { provider });
+    // Model files for the training graphs: they reference the checkpoint's weights in place.
+    const graphsDir = join(s.cacheDir, 'graphs');
     const samples: Sample[] = [];
     try {
       for (const item of items) {
@@ -305,23 +306,23 @@ export class Trainer {
         const step = buildTextEncoderTrainStepGraph(spec, { config: model.textEncoder.config, weights: model.textEncoder.weights, clipSkip: s.clipSkip, lrRatio: textEncoderLr / s.lr });
         modules = step.modules;
         layout = step.layout;
-        const session = await Session.create(serializeModel(step.graph), { provider });
+        const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
         layout = step.layout;
-        const session = await Session.create(serializeModel(step.graph), { provider });
+        const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else {
         const grad = buildGradientGraph(spec);
         modules = grad.network.modules;
         layout = flatLayout(modules);
-        const session = await Session.create(serializeModel(grad.graph), { provider });
+        const session = await Session.fromGraph(grad.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: undefined, gradNames: new Map(grad.params.map((p) => [p.name, p.grad])), inputs: grad.inputs, feeds: {}, ...buffers };
         if (!update) {
           const graph = buildUpdateGraph(layout.size, adamw, spec.maxGradNorm);
-          update = { graph, session: await Session.create(serializeModel(graph.graph), { provider }) };
+          update = { graph, session: await Session.fromGraph(graph.graph, { provider }, graphsDir) };
         }
       }
       runner.feeds[runner.inputs.latents] = f32(latentShape, runner.latents);

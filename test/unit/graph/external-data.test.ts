@@ -2,7 +2,7 @@
 // serialises without its bytes passing through JS (RSS does not grow by that size), and
 // onnxruntime loads a > 2 GB model whose initializers point straight into the file.
 import { afterAll, describe, expect, it } from 'vitest';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../../../src-main/engine/graph/graph';
@@ -72,4 +72,23 @@ describe('external data into a safetensors file', () => {
     expect(Array.from(out.y.data as Float32Array)).toEqual([(count * (count + 1)) / 2, 0]);
     await session.release();
   }, 300_000);
+});
+
+describe('Session.fromGraph', () => {
+  it('writes a model file that references file-backed weights in place, and runs it', async () => {
+    const weights = join(dir, 'small.safetensors');
+    const [t] = writeSparseSafetensors(weights, 1, 4, 4);
+    const g = new Graph('small');
+    const x = g.input('x', 'float32', [1, 4]);
+    const w = g.initializer('w', 'float32', [4, 4], { kind: 'file', path: weights, offset: t.offset, length: t.length });
+    g.output(op.matmul(x, w), 'y');
+    const work = join(dir, 'graphs');
+    const session = await Session.fromGraph(g, {}, work);
+    const out = await session.run({ x: { dtype: 'float32', shape: [1, 4], data: Float32Array.of(1, 0, 0, 0) } });
+    expect(Array.from(out.y.data as Float32Array)).toEqual([1, 0, 0, 0]); // row 0 of w: the marker 1 at [0, 0]
+    const files = readdirSync(work);
+    expect(files.some((f) => f.startsWith('small-') && f.endsWith('.onnx'))).toBe(true);
+    expect(statSync(join(work, files.find((f) => f.endsWith('.onnx'))!)).size).toBeLessThan(4096); // a reference, not the weights
+    await session.release();
+  });
 });
