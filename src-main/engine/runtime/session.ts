@@ -1,6 +1,6 @@
 // onnxruntime behind one file: sessions, execution-provider choice, tensors in and out.
 // Nothing else in the engine imports onnxruntime-node (providers.ts only lists backends).
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import type { DType } from '../graph/dtype';
 import type { ProviderName } from './providers';
@@ -119,8 +119,14 @@ export class Session {
    */
   static async fromGraph(graph: Graph, opts: SessionOptions = {}, workDir?: string): Promise<Session> {
     const fileBacked = [...graph.initializers.values()].some((i) => i.data.kind === 'file');
-    if (workDir && fileBacked) return Session.create(saveModel(graph, workDir, `${graph.name}-${process.pid}-${graphCounter++}`), opts);
-    return Session.create(serializeModel(graph), opts);
+    if (!workDir || !fileBacked) return Session.create(serializeModel(graph), opts);
+    const modelPath = saveModel(graph, workDir, `${graph.name}-${process.pid}-${graphCounter++}`);
+    try {
+      return await Session.create(modelPath, opts);
+    } finally {
+      // The session has read the model; only the hard-linked weights (reused by key) stay in workDir.
+      for (const file of [modelPath, `${modelPath}.data`]) rmSync(file, { force: true });
+    }
   }
 
   get inputNames(): readonly string[] {
