@@ -125,7 +125,14 @@ export class Session {
       return await Session.create(modelPath, opts);
     } finally {
       // The session has read the model; only the hard-linked weights (reused by key) stay in workDir.
-      for (const file of [modelPath, `${modelPath}.data`]) rmSync(file, { force: true });
+      // (Where a file is still mapped and the OS refuses, e.g. on Windows, it stays; it is small.)
+      for (const file of [modelPath, `${modelPath}.data`]) {
+        try {
+          rmSync(file, { force: true });
+        } catch {
+          // kept
+        }
+      }
     }
   }
 
