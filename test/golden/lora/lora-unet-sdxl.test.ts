@@ -17,25 +17,7 @@ import { unetTargets } from '../../../src-main/engine/lora/targets';
 import { Params } from '../../../src-main/engine/nn/params';
 import { buildUNet2DCondition } from '../../../src-main/engine/models/unet-2d-condition';
 import { openModelFolder } from '../../../src-main/engine/io/model-folder';
-import { goldenDir, readGoldenTensors, type GoldenTensor } from '../../helpers/golden';
-
-const host = (t: GoldenTensor): HostTensor => ({ dtype: t.dtype === 'I64' ? 'int64' : 'float32', shape: t.shape, data: t.data as Float32Array });
-
-function maxRelError(actual: Float32Array, expected: Float32Array): number {
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i] - expected[i]) / (Math.abs(expected[i]) + 0.1));
-  return worst;
-}
-
-function relDiff(a: Float32Array, e: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < e.length; i++) {
-    num += (a[i] - e[i]) ** 2;
-    den += e[i] ** 2;
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-}
+import { goldenDir, goldenFeed, maxRelError, relDiff, readGoldenTensors } from '../../helpers/golden';
 
 describe('LoRA on the tiny-sdxl UNet (golden lora.*)', () => {
   it('matches peft: output, loss and all 352 gradients, under sd-scripts SDXL names', async () => {
@@ -80,17 +62,17 @@ describe('LoRA on the tiny-sdxl UNet (golden lora.*)', () => {
 
     const session = await Session.create(serializeModel(g));
     const feeds: Record<string, HostTensor> = {
-      sample: host(cases.get('unet.input.sample')!),
-      timestep: host(cases.get('unet.input.timestep')!),
-      ehs: host(cases.get('unet.input.encoder_hidden_states')!),
-      text_embeds: host(cases.get('unet.input.text_embeds')!),
-      time_ids: host(cases.get('unet.input.time_ids')!),
-      target: host(cases.get('lora.target')!),
+      sample: goldenFeed(cases.get('unet.input.sample')!),
+      timestep: goldenFeed(cases.get('unet.input.timestep')!),
+      ehs: goldenFeed(cases.get('unet.input.encoder_hidden_states')!),
+      text_embeds: goldenFeed(cases.get('unet.input.text_embeds')!),
+      time_ids: goldenFeed(cases.get('unet.input.time_ids')!),
+      target: goldenFeed(cases.get('lora.target')!),
     };
     for (const name of network.parameterNames()) {
       const tensor = loraFile.get(goldenName.get(name)!);
       expect(tensor, `${name} -> ${goldenName.get(name)} in lora_kohya.safetensors`).toBeDefined();
-      feeds[name] = host(tensor!);
+      feeds[name] = goldenFeed(tensor!);
     }
     const r = await session.run(feeds);
 

@@ -11,16 +11,7 @@ import { unetTargets } from '../../../src-main/engine/lora/targets';
 import { Params } from '../../../src-main/engine/nn/params';
 import { buildUNet2DCondition } from '../../../src-main/engine/models/unet-2d-condition';
 import { openModelFolder } from '../../../src-main/engine/io/model-folder';
-import { goldenDir, readGoldenTensors, type GoldenTensor } from '../../helpers/golden';
-
-const host = (t: GoldenTensor): HostTensor => ({ dtype: t.dtype === 'I64' ? 'int64' : 'float32', shape: t.shape, data: t.data as Float32Array });
-
-/** Largest |actual - expected| / (|expected| + 0.1): relative error, absolute for values under 0.1. */
-function maxRelError(actual: Float32Array, expected: Float32Array): number {
-  let worst = 0;
-  for (let i = 0; i < expected.length; i++) worst = Math.max(worst, Math.abs(actual[i] - expected[i]) / (Math.abs(expected[i]) + 0.1));
-  return worst;
-}
+import { goldenDir, goldenFeed, maxRelError, relDiff, readGoldenTensors } from '../../helpers/golden';
 
 describe('LoRA on the tiny-sd15 UNet (golden lora.*)', () => {
   it('matches peft: output, loss and all 256 gradients', async () => {
@@ -49,12 +40,12 @@ describe('LoRA on the tiny-sd15 UNet (golden lora.*)', () => {
 
     const session = await Session.create(serializeModel(g));
     const feeds: Record<string, HostTensor> = {
-      sample: host(cases.get('unet.input.sample')!),
-      timestep: host(cases.get('unet.input.timestep')!),
-      ehs: host(cases.get('unet.input.encoder_hidden_states')!),
-      target: host(cases.get('lora.target')!),
+      sample: goldenFeed(cases.get('unet.input.sample')!),
+      timestep: goldenFeed(cases.get('unet.input.timestep')!),
+      ehs: goldenFeed(cases.get('unet.input.encoder_hidden_states')!),
+      target: goldenFeed(cases.get('lora.target')!),
     };
-    for (const name of network.parameterNames()) feeds[name] = host(loraFile.get(name)!);
+    for (const name of network.parameterNames()) feeds[name] = goldenFeed(loraFile.get(name)!);
     const r = await session.run(feeds);
 
     expect(maxRelError(r.output.data as Float32Array, cases.get('lora.output')!.data as Float32Array)).toBeLessThan(1e-3);
@@ -65,15 +56,6 @@ describe('LoRA on the tiny-sd15 UNet (golden lora.*)', () => {
     // four times that measured sensitivity (well-conditioned tensors keep the 1e-3 bound).
     const nudged = Float32Array.from(feeds.sample.data as Float32Array, (v, i) => v * (1 + 1e-6 * Math.sin(i * 12.9898)));
     const r2 = await session.run({ ...feeds, sample: { ...feeds.sample, data: nudged } });
-    const relDiff = (a: Float32Array, e: Float32Array): number => {
-      let num = 0;
-      let den = 0;
-      for (let i = 0; i < e.length; i++) {
-        num += (a[i] - e[i]) ** 2;
-        den += e[i] ** 2;
-      }
-      return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-    };
     let worst = 0;
     let worstName = '';
     let wellConditioned = 0;

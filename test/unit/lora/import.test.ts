@@ -12,9 +12,9 @@ import { writeSafetensors, type TensorToWrite } from '../../../src-main/engine/i
 import { importLoraFile, loraTargetCatalog, toKohyaTensors, type ImportedLora } from '../../../src-main/engine/lora/lora-import';
 import { buildUNet2DCondition } from '../../../src-main/engine/models/unet-2d-condition';
 import { Params } from '../../../src-main/engine/nn/params';
-import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
+import { Session } from '../../../src-main/engine/runtime/session';
 import { slotFeeds, slotHook, slotSpecOf } from '../../../src-main/engine/sample/lora-slots';
-import { goldenDir, readGoldenTensors, type GoldenTensor } from '../../helpers/golden';
+import { goldenDir, goldenFeed, readGoldenTensors } from '../../helpers/golden';
 import { difference } from '../../golden/models/compare';
 
 const dir = goldenDir('tiny-sd15');
@@ -24,8 +24,6 @@ const kohyaPath = join(dir, 'lora_kohya.safetensors');
 const diffusersPath = join(dir, 'lora_diffusers.safetensors');
 const work = mkdtempSync(join(tmpdir(), 'lora-studio-import-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-const host = (t: GoldenTensor): HostTensor => ({ dtype: t.dtype === 'I64' ? 'int64' : 'float32', shape: t.shape, data: t.data as Float32Array });
 
 /** UNet(unet.input.*) with `lora` in a slot at strength 1. */
 async function unetWithLora(lora: ImportedLora): Promise<Float32Array> {
@@ -41,7 +39,7 @@ async function unetWithLora(lora: ImportedLora): Promise<Float32Array> {
   g.output(out, 'out');
   const session = await Session.create(serializeModel(g));
   const feeds = slotFeeds('unet', slots, [{ slot: 0, weights: lora, strength: 1 }], new Set(session.inputNames));
-  const r = await session.run({ sample: host(cases.get('unet.input.sample')!), timestep: host(cases.get('unet.input.timestep')!), ehs: host(cases.get('unet.input.encoder_hidden_states')!), ...feeds });
+  const r = await session.run({ sample: goldenFeed(cases.get('unet.input.sample')!), timestep: goldenFeed(cases.get('unet.input.timestep')!), ehs: goldenFeed(cases.get('unet.input.encoder_hidden_states')!), ...feeds });
   return r.out!.data as Float32Array;
 }
 
