@@ -11,18 +11,21 @@
 //
 //   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
-//                    [--optimization all] [--build-only] [--json FILE]
+//                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
+//                    [--gradient-checkpointing] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { attentionBackward } from '../src-main/engine/autodiff/rules';
 import { countFlops } from '../src-main/engine/graph/flops';
 import { BYTES_PER_ELEMENT, type DType } from '../src-main/engine/graph/dtype';
 import { saveModel, serializeModel } from '../src-main/engine/graph/onnx-model';
 import type { Shape } from '../src-main/engine/graph/shape';
 import { Graph } from '../src-main/engine/graph/graph';
+import * as op from '../src-main/engine/graph/ops';
 import { openModelFolder } from '../src-main/engine/io/model-folder';
 import { writeSafetensors } from '../src-main/engine/io/safetensors';
 import { WeightSource } from '../src-main/engine/io/weights';
@@ -57,6 +60,11 @@ const { values: args } = parseArgs({
     'ort-log-level': { type: 'string', default: '3' },
     profile: { type: 'boolean', default: false },
     'steps-per-run': { type: 'string', default: '1' },
+    'memory-pattern': { type: 'string' },
+    'initializers-outside-arena': { type: 'string' },
+    'session-config': { type: 'string', default: '' },
+    'gradient-checkpointing': { type: 'boolean', default: false },
+    'attention-chunk-mib': { type: 'string', default: String(attentionBackward.chunkBytes / 2 ** 20) },
     'build-only': { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
@@ -72,6 +80,7 @@ const dtype = (args.precision ?? (device === 'cpu' ? 'float32' : 'float16')) as 
 const batches = (args.batch ?? '1,4').split(',').map(Number);
 const resolution = Number(args.resolution ?? (args.model === 'sdxl' ? 1024 : realSize ? 512 : 64));
 const cacheDir = args['cache-dir']!;
+attentionBackward.chunkBytes = Number(args['attention-chunk-mib']) * 2 ** 20;
 mkdirSync(cacheDir, { recursive: true });
 
 /** Every weight at offset 0 of one never-read file (--build-only: building and serialising only list locations). */
@@ -140,6 +149,27 @@ function gpuMemoryPoller(): { stop: () => Promise<number | undefined> } {
   };
 }
 
+/**
+ * What this process holds on the GPU with a one-node CUDA session (the CUDA context, cuBLAS and
+ * cuDNN handles): the part of the peak that is not tensors. PyTorch's peak figures
+ * (max_memory_allocated) leave it out.
+ */
+async function cudaBaselineGiB(): Promise<number | undefined> {
+  if (device !== 'cuda') return undefined;
+  const g = new Graph('baseline');
+  const x = g.input('x', 'float32', [1, 8]);
+  g.output(op.relu(x), 'y');
+  const probe = await Session.fromGraph(g, { provider: 'cuda' });
+  await probe.run({ x: { dtype: 'float32', shape: [1, 8], data: new Float32Array(8) } });
+  try {
+    const lines = execFileSync('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'], { encoding: 'utf8' }).split('\n');
+    const mine = lines.map((l) => l.split(',').map((t) => t.trim())).find(([pid]) => Number(pid) === process.pid);
+    return mine ? Number(mine[1]) / 1024 : undefined;
+  } finally {
+    await probe.release();
+  }
+}
+
 function deviceName(): string {
   if (device === 'cuda' || device === 'webgpu') {
     try {
@@ -185,7 +215,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const spec: TrainStepSpec = {
     unetConfig: model.config,
     weights: model.weights(),
-    build: { dtype, attention: args.attention as 'fused' | 'composite' },
+    build: { dtype, attention: args.attention as 'fused' | 'composite', gradientCheckpointing: args['gradient-checkpointing'] },
     lora: { rank, alpha: rank, targets: unetTargets('attention') },
     shape: { batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: model.contextDim, ...(addedCond ? { addedCond } : {}) },
     loss: { prediction: 'epsilon' },
@@ -224,12 +254,16 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   }
   const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}-k${stepsPerRun}`);
   const serializeMs = performance.now() - t0 - buildMs;
+  const baselineGiB = await cudaBaselineGiB();
   const poller = gpuMemoryPoller();
   const session = await Session.create(modelPath, {
     provider: device,
     optimization: args.optimization as OptimizationLevel,
     forbidCpuFallback: device !== 'cpu' && !args['allow-cpu-fallback'],
     cudnnConvAlgoSearch: 'EXHAUSTIVE',
+    ...(args['memory-pattern'] ? { memoryPattern: args['memory-pattern'] === 'on' } : {}),
+    ...(args['initializers-outside-arena'] ? { initializersOutsideArena: args['initializers-outside-arena'] === 'on' } : {}),
+    config: Object.fromEntries(args['session-config']!.split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string])),
     logSeverityLevel: Number(args['ort-log-level']) as 0 | 1 | 2 | 3 | 4,
     ...(args.profile ? { profilePrefix: join(cacheDir, `profile-b${batch}`) } : {}),
   });
@@ -303,7 +337,12 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     precision: dtype,
     attention: args.attention,
     loraRank: rank,
-      stepsPerRun,
+    stepsPerRun,
+    gradientCheckpointing: args['gradient-checkpointing'],
+    memoryPattern: args['memory-pattern'] ?? 'default',
+    attentionChunkMiB: Number(args['attention-chunk-mib']),
+    initializersOutsideArena: args['initializers-outside-arena'] ?? 'default',
+    sessionConfig: args['session-config'],
     nodes: step.graph.nodes.length,
     itPerSec: +itPerSec.toFixed(3),
     imagesPerSec: +(itPerSec * batch).toFixed(3),
@@ -313,6 +352,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     serializeS: +(serializeMs / 1000).toFixed(2),
     sessionS: +(sessionMs / 1000).toFixed(2),
     peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
+    cudaBaselineGiB: baselineGiB === undefined ? null : +baselineGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
     hostStateMiBPerStep: +((2 * stateBytes) / stepsPerRun / 2 ** 20).toFixed(1),
     tflopPerStep: +(flops / stepsPerRun / 1e12).toFixed(4),
@@ -327,4 +367,3 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
 const results: Record<string, unknown>[] = [];
 for (const batch of batches) results.push(await benchOne(batch));
 if (args.json) writeFileSync(args.json, `${JSON.stringify(results, null, 2)}\n`);
-void Graph;

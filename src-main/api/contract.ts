@@ -126,7 +126,7 @@ export interface TrainSettingsView {
   noiseOffset: number;
   maxGradNorm: number | null;
   trigger: string | null;
-  /** Also train a LoRA on the CLIP text encoder (SD 1.x/2.x); its captions are then not cached. */
+  /** Also train a LoRA on the CLIP text encoder (SDXL: both of them); its captions are then not cached. */
   trainTextEncoder?: boolean;
   /** Preview prompts sampled every `previewEvery` steps and at the start (baseline). */
   previews: { prompt: string; seed: number; steps: number; guidance: number }[];

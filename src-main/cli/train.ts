@@ -35,7 +35,7 @@ export const trainCommand: CliCommand = {
   --min-snr-gamma <x>      min-SNR weighting, 0 = off (default ${d.minSnrGamma})
   --noise-offset <x>       noise offset (default ${d.noiseOffset})
   --clip-skip <n>          1 = last CLIP layer, 2 = penultimate (default ${d.clipSkip})
-  --train-text-encoder     also train a LoRA on the CLIP text encoder (SD 1.x/2.x; no text cache then)
+  --train-text-encoder     also train a LoRA on the CLIP text encoder (SDXL: on both; no text cache then)
   --te-lr <x>              the text encoder LoRA's learning rate (default: --lr)
   --trigger <word>         put in front of every caption
   --seed <n>               same seed, same data: same losses (default ${d.seed})

@@ -5,6 +5,7 @@
 import type { Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { sameShape, shapeToString } from '../graph/shape';
+import { recomputeSegment, segmentOf, staticValues, type Segment } from './recompute';
 import { gradientRules, isDifferentiable, ruleKey, zerosLike, type GradContext } from './rules';
 
 export { sumToShape, zerosLike } from './rules';
@@ -74,16 +75,23 @@ export function gradients(loss: Value, wrt: readonly Value[], seed?: Value): Val
     const prev = grads.get(v);
     grads.set(v, prev ? op.add(prev, g) : g);
   };
+  // Checkpointed segments (recompute.ts): their rules read a copy recomputed when the backward gets there.
+  const recomputed = new Map<Segment, Map<Value, Value>>();
+  let statics: Set<Value> | undefined;
   graph.scope('grad', () => {
     grads.set(loss, seed ?? op.expand(op.scalarLike(loss, 1), loss.shape));
     for (const { node, needs } of path) {
       const outGrads = node.outputs.map((o) => grads.get(o) ?? null);
       if (outGrads.every((g) => g === null)) continue; // every gradient that reached here was identically zero
+      const segment = segmentOf(node);
+      let copies = segment && recomputed.get(segment);
+      if (segment && !copies) recomputed.set(segment, (copies = recomputeSegment(segment, outGrads.find((g) => g !== null)!, (statics ??= staticValues(graph)))));
+      const local = (v: Value | null): Value | null => (v && copies?.get(v)) ?? v;
       const ctx: GradContext = {
         graph,
         node,
-        inputs: node.inputs,
-        outputs: node.outputs,
+        inputs: node.inputs.map(local),
+        outputs: node.outputs.map((o) => local(o)!),
         grads: outGrads,
         dy: outGrads[0] ?? zerosLike(node.outputs[0]),
         needs,

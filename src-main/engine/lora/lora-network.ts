@@ -80,19 +80,18 @@ export class LoraNetwork {
     this.modules.push({ key, module: call.module, kind: call.kind, rank, alpha, downShape, upShape, down, up });
 
     const scale = alpha / rank;
-    let delta: Value;
+    let scaled: Value; // scale * up(down(x))
     if (call.kind === 'linear') {
       const x = call.input; // [..., in]
       const rows = op.reshape(x, [-1, inF]); // [rows, in]
       const h = op.gemm(rows, op.cast(down, dtype), null, { transB: true }); // [rows, r]
-      const y = op.gemm(h, op.cast(up, dtype), null, { transB: true }); // [rows, out]
-      delta = op.reshape(y, call.output.shape); // [..., out]
+      const y = op.gemm(h, op.cast(up, dtype), null, { transB: true, alpha: scale }); // [rows, out], scaled in the GEMM (no extra pass)
+      scaled = op.reshape(y, call.output.shape); // [..., out]
     } else {
       const conv = call.conv!;
       const h = op.conv(call.input, op.cast(down, dtype), null, conv); // [N, r, H', W']
-      delta = op.conv(h, op.cast(up, dtype), null); // [N, out, H', W']
+      scaled = op.mul(op.conv(h, op.cast(up, dtype), null), scale); // [N, out, H', W']
     }
-    const scaled = op.mul(delta, scale); // [..., out]
     if (strength === 1) return scaled;
     return op.mul(scaled, typeof strength === 'number' ? strength : op.cast(strength, dtype));
   }

@@ -46,6 +46,10 @@ export function resnetBlock2D(
   settings: UNetBlockSettings,
   outputScaleFactor = 1,
 ): Value {
+  return p.recomputed(() => resnetBody(p, x, tembAct, outChannels, settings, outputScaleFactor)); // [B, Cout, H, W]
+}
+
+function resnetBody(p: Params, x: Value, tembAct: ActivatedTimeEmbedding, outChannels: number, settings: UNetBlockSettings, outputScaleFactor: number): Value {
   const [batch, inChannels] = x.shape;
   let h = op.silu(groupNorm(p, 'norm1', x, settings.groups, settings.resnetEps)); // [B, Cin, H, W]
   h = conv2d(p, 'conv1', h, outChannels, 3, { padding: 1 }); // [B, Cout, H, W]
@@ -124,8 +128,10 @@ export function transformer2D(
   let tokens = settings.useLinearProjection
     ? linear(p, 'proj_in', tokensOf(normed), inner) // [B, HW, inner]
     : tokensOf(conv2d(p, 'proj_in', normed, inner, 1)); // [B, HW, inner]
-  for (let i = 0; i < layers; i++)
-    tokens = basicTransformerBlock(p.child(`transformer_blocks.${i}`), tokens, context, heads, headDim, settings.upcastAttention); // [B, HW, inner]
+  for (let i = 0; i < layers; i++) {
+    const block = p.child(`transformer_blocks.${i}`);
+    tokens = block.recomputed(() => basicTransformerBlock(block, tokens, context, heads, headDim, settings.upcastAttention)); // [B, HW, inner]
+  }
   const out = settings.useLinearProjection
     ? spatialOf(linear(p, 'proj_out', tokens, channels)) // [B, C, H, W]
     : conv2d(p, 'proj_out', spatialOf(tokens), channels, 1); // [B, C, H, W]

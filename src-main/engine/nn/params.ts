@@ -5,6 +5,7 @@
 import type { DType } from '../graph/dtype';
 import type { Graph, TensorData, Value } from '../graph/graph';
 import { cast } from '../graph/ops';
+import { recomputeInBackward } from '../autodiff/recompute';
 import type { Shape } from '../graph/shape';
 
 /** Where one checkpoint tensor lives; `take` throws (naming file, key, shapes) on a missing key or wrong shape. */
@@ -39,9 +40,16 @@ export interface BuildOptions {
   /** 'composite' = MatMul/Softmax/MatMul; 'fused' = com.microsoft MultiHeadAttention. */
   attention?: AttentionImpl;
   hook?: LayerHook;
+  /**
+   * Gradient checkpointing: blocks built through Params.recomputed keep nothing for the backward
+   * but their inputs and are computed again there (autodiff/recompute.ts): less memory, more compute.
+   */
+  gradientCheckpointing?: boolean;
 }
 
-const weightCache = new WeakMap<Graph, Map<string, Value>>();
+// Per graph and per weight source: two models in one graph may use the same key names (SDXL's
+// two text encoders both store text_model.*), and must never share each other's weights.
+const weightCache = new WeakMap<Graph, WeakMap<WeightLocator, Map<string, Value>>>();
 
 export class Params {
   constructor(
@@ -71,8 +79,10 @@ export class Params {
    */
   get(name: string, shape: Shape): Value {
     const key = this.qualify(name);
-    let cache = weightCache.get(this.graph);
-    if (!cache) weightCache.set(this.graph, (cache = new Map()));
+    let perSource = weightCache.get(this.graph);
+    if (!perSource) weightCache.set(this.graph, (perSource = new WeakMap()));
+    let cache = perSource.get(this.locator);
+    if (!cache) perSource.set(this.locator, (cache = new Map()));
     const cached = cache.get(`${key}:${this.dtype}`);
     if (cached && cached.shape.join() !== shape.join()) throw new Error(`weight ${key} was asked for as [${cached.shape}] and now as [${shape}]`);
     if (cached) return cached;
@@ -80,6 +90,11 @@ export class Params {
     const value = cast(this.graph.initializer(key, found.dtype, shape, found.data), this.dtype);
     cache.set(`${key}:${this.dtype}`, value);
     return value;
+  }
+
+  /** `build`'s nodes as one recomputed segment when gradient checkpointing is on; else just build(). */
+  recomputed<T>(build: () => T): T {
+    return this.options.gradientCheckpointing ? recomputeInBackward(this.graph, build) : build();
   }
 
   /** Lets the hook (LoRA) see a layer's input and output; returns what the model should use. */

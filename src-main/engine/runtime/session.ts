@@ -32,6 +32,18 @@ export interface SessionOptions {
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
   /** Per-node profiling to a JSON trace whose name starts with this prefix (see Session.endProfiling). */
   profilePrefix?: string;
+  /**
+   * onnxruntime's memory pattern (default: off on CUDA, on elsewhere): after the first run it allocates all planned
+   * intermediates as one block. Off, each tensor is allocated from the arena as it is produced.
+   */
+  memoryPattern?: boolean;
+  /**
+   * Default on for CUDA. Initializers (the frozen weights) allocated directly on the device instead of from the arena,
+   * whose regions grow in powers of two (session config session.use_device_allocator_for_initializers).
+   */
+  initializersOutsideArena?: boolean;
+  /** Further onnxruntime session config entries (e.g. 'session.disable_prepacking': '1'). */
+  config?: Record<string, string>;
 }
 
 /** A model either as a file (external data resolved beside it) or as bytes plus the files it references. */
@@ -69,8 +81,32 @@ function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
     graphOptimizationLevel: opts.optimization ?? 'all',
     logSeverityLevel: opts.logSeverityLevel ?? 3,
     ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
-    ...(opts.forbidCpuFallback ? { extra: { session: { disable_cpu_ep_fallback: '1' } } } : {}),
+    ...((opts.memoryPattern ?? !onCuda(opts)) ? {} : { enableMemPattern: false }),
+    extra: sessionConfig(opts),
   };
+}
+
+/**
+ * On CUDA both memory options default to the leaner setting: with the memory pattern on, the
+ * planned block of the second run did not fit the arena regions the first run had grown, and
+ * arena-allocated weights round up to power-of-two regions. Measured on an H100 for the SD1.5
+ * training step (BENCHMARKS.md): peak 6.67 -> 4.43 GiB at batch 1, 16.7 -> 8.4 GiB at batch 4.
+ */
+const onCuda = (opts: SessionOptions): boolean => opts.provider === 'cuda';
+
+/** Session config entries as the binding takes them: 'a.b.c' keys become nested objects under `extra`. */
+function sessionConfig(opts: SessionOptions): Record<string, unknown> {
+  const entries: Record<string, string> = { ...opts.config };
+  if (opts.forbidCpuFallback) entries['session.disable_cpu_ep_fallback'] = '1';
+  if (opts.initializersOutsideArena ?? onCuda(opts)) entries['session.use_device_allocator_for_initializers'] = '1';
+  const extra: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(entries)) {
+    const parts = key.split('.');
+    let at = extra;
+    for (const part of parts.slice(0, -1)) at = (at[part] ??= {}) as Record<string, unknown>;
+    at[parts.at(-1)!] = value;
+  }
+  return extra;
 }
 
 export function toOrtTensor(t: HostTensor): ort.Tensor {

@@ -91,7 +91,9 @@ export function slotHook(
           `LoRA slot "${slots[slot]!.name}": ${component} module ${name} has down [${module.downShape.join(', ')}] / up [${module.upShape.join(', ')}], the layer's weight is [${call.weightShape.join(', ')}]`,
         );
       let strength = strengths.get(slot);
-      if (!strength) strengths.set(slot, (strength = g.input(strengthInputName(slot), 'float32', [])));
+      // One strength input per slot and graph: SDXL's text graph holds two encoders, each with its own hook.
+      const existing = g.inputs.find((v) => v.name === strengthInputName(slot));
+      if (!strength) strengths.set(slot, (strength = existing ?? g.input(strengthInputName(slot), 'float32', [])));
       const dtype = call.output.dtype;
       const down = op.cast(g.input(downInputName(slot, module), 'float32', module.downShape), dtype); // [r, in(, k, k)]
       const up = op.cast(g.input(upInputName(slot, module), 'float32', module.upShape), dtype); // [out, r(, 1, 1)]

@@ -23,11 +23,9 @@ import sharp from 'sharp';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import type { OpenedModel } from '../io/model-folder';
-import { canonicalTextKey, clipTextPrefixOf } from '../io/single-file-writer';
-import type { LoraComponent } from '../lora/lora-import';
 import { mergeIntoModel, type WeightedLora } from '../lora/merge';
 import { buildVaeDecoder, vaeComputeDtype } from '../models/autoencoder-kl';
-import { buildClipTextModel, type ClipTextOutputs } from '../models/clip-text-model';
+import { buildTextConditioning } from '../models/text-conditioning';
 import { buildUNet2DCondition } from '../models/unet-2d-condition';
 import { Params, type AttentionImpl } from '../nn/params';
 import type { ProviderName } from '../runtime/providers';
@@ -119,8 +117,6 @@ export class Generator {
   /** SDXL's second tokenizer (its own pad token). */
   private readonly tokenizer2: ClipTokenizer | undefined;
   private readonly slots: readonly LoraSlotSpec[];
-  private readonly textPrefix: string;
-  private readonly textPrefix2: string;
   /** Sessions created so far (tests check that a strength change builds none). */
   sessionsBuilt = 0;
 
@@ -136,8 +132,6 @@ export class Generator {
       this.tokenizer2 = ClipTokenizer.fromFolder(model.tokenizer2Dir ?? model.tokenizerDir);
     }
     this.slots = options.loras ?? [];
-    this.textPrefix = clipTextPrefixOf(model.textEncoder.weights.keys());
-    this.textPrefix2 = model.textEncoder2 ? clipTextPrefixOf(model.textEncoder2.weights.keys()) : '';
   }
 
   /** A generator over `model` (LoRAs in `options.merge` are merged into its weights first). */
@@ -167,12 +161,6 @@ export class Generator {
     return this.model.kind === 'sdxl';
   }
 
-  private hookFor(component: LoraComponent): ReturnType<typeof slotHook> {
-    const prefix = component === 'textEncoder2' ? this.textPrefix2 : this.textPrefix;
-    const canonical = component === 'unet' ? (m: string) => m : (m: string) => canonicalTextKey(m, prefix);
-    return slotHook(component, this.slots, canonical);
-  }
-
   /**
    * Text encoder on input_ids [2, 77] -> hidden states [2, 77, C] after clip skip. SDXL: also
    * input_ids_2 [2, 77]; hidden = both encoders' hidden_states[-(clipSkip + 1)] (no final norm)
@@ -183,30 +171,19 @@ export class Generator {
     if (!session) {
       const build = (): Promise<Session> => {
         const g = new Graph('text_encoder');
-        const encode = (component: 'textEncoder' | 'textEncoder2', inputName: string, prefix: string, withProjection: boolean): ClipTextOutputs => {
-          const { config, weights } = component === 'textEncoder' ? this.model.textEncoder : this.model.textEncoder2!;
-          if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > config.num_hidden_layers - (this.sdxl ? 1 : 0))
-            throw new Error(`clip skip ${clipSkip} is out of range (1 to ${config.num_hidden_layers - (this.sdxl ? 1 : 0)})`);
-          const ids = g.input(inputName, 'int64', [2, this.tokenizer.maxLength]);
-          const { hook, finish } = this.hookFor(component);
-          const p = new Params(g, weights.view((n) => n), { dtype: this.dtype, attention: this.options.attention, hook });
-          const out = buildClipTextModel(p, config, ids, { textModelPrefix: prefix, withProjection });
-          finish();
-          return out;
-        };
-        if (this.sdxl) {
-          const first = encode('textEncoder', 'input_ids', this.textPrefix, false);
-          const second = encode('textEncoder2', 'input_ids_2', this.textPrefix2, true);
-          // diffusers' SDXL: hidden_states[-(clip_skip + 2)], our clip skip 1 = its None = the penultimate layer.
-          const pick = (out: ClipTextOutputs): Value => out.hiddenStates.at(-(clipSkip + 1))!; // [2, 77, Ci]
-          g.output(op.cast(op.concat([pick(first), pick(second)], -1), 'float32'), 'hidden'); // [2, 77, C1 + C2]
-          g.output(op.cast(second.textEmbeds!, 'float32'), 'pooled'); // [2, P]
-        } else {
-          const out = encode('textEncoder', 'input_ids', this.textPrefix, false);
-          // A1111's clip skip (and diffusers' clip_skip + 1): the final norm applied to an earlier layer's output.
-          const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [2, 77, C]
-          g.output(op.cast(hidden, 'float32'), 'hidden');
-        }
+        const components: ('textEncoder' | 'textEncoder2')[] = this.sdxl ? ['textEncoder', 'textEncoder2'] : ['textEncoder'];
+        // SDXL's clip skip counts from the penultimate layer: one fewer choice.
+        const limit = Math.min(...components.map((c) => this.model[c]!.config.num_hidden_layers)) - (this.sdxl ? 1 : 0);
+        if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > limit) throw new Error(`clip skip ${clipSkip} is out of range (1 to ${limit})`);
+        const inputIds = components.map((_, i) => g.input(i === 0 ? 'input_ids' : 'input_ids_2', 'int64', [2, this.tokenizer.maxLength])); // [2, 77] each
+        // The conditioning training uses too (models/text-conditioning.ts); its hooks see canonical module names.
+        const slots = components.map((component) => slotHook(component, this.slots, (m) => m));
+        const encoders = { textEncoder: this.model.textEncoder, textEncoder2: this.sdxl ? this.model.textEncoder2 : undefined };
+        const buildOptions = { dtype: this.dtype, attention: this.options.attention };
+        const { hidden, textEmbeds } = buildTextConditioning(encoders, inputIds, { clipSkip, build: buildOptions, hooks: slots.map((s) => s.hook) });
+        for (const slot of slots) slot.finish();
+        g.output(op.cast(hidden, 'float32'), 'hidden'); // [2, 77, C]; SDXL [2, 77, C1 + C2]
+        if (textEmbeds) g.output(op.cast(textEmbeds, 'float32'), 'pooled'); // SDXL: [2, P]
         return this.open(g);
       };
       session = Promise.resolve().then(build);
@@ -230,7 +207,7 @@ export class Generator {
         const addedCond = this.sdxl
           ? { textEmbeds: g.input('text_embeds', 'float32', [n, pooledWidth]), timeIds: g.input('time_ids', 'float32', [n, 6]) } // [N, P], [N, 6]
           : undefined;
-        const { hook, finish } = this.hookFor('unet');
+        const { hook, finish } = slotHook('unet', this.slots, (m) => m);
         const source = weights.view((name) => name);
         const p = new Params(g, source, { dtype: this.dtype, attention: this.options.attention, hook });
         const out: Value = buildUNet2DCondition(p, config, { sample, timestep, encoderHiddenStates: context, addedCond }); // [N, 4, h, w]

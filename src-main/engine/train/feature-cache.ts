@@ -19,16 +19,16 @@ import { join } from 'node:path';
 import { hashFile } from '../data/content-hash';
 import { loadTrainingImage } from '../data';
 import type { Bucket, CropPlan } from '../data';
-import { Graph, type Value } from '../graph/graph';
+import { Graph } from '../graph/graph';
 import { decodeSafetensors, writeSafetensors, type TensorToWrite } from '../io/safetensors';
 import type { OpenedModel } from '../io/model-folder';
 import type { WeightSource } from '../io/weights';
 import { buildVaeEncoder, vaeComputeDtype } from '../models/autoencoder-kl';
-import { buildClipTextModel, clipTextKeyLayout, type ClipTextOutputs } from '../models/clip-text-model';
 import * as op from '../graph/ops';
 import { Params } from '../nn/params';
 import { Session, type SessionOptions } from '../runtime/session';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer';
+import { buildTextConditioning } from '../models/text-conditioning';
 
 const CACHE_VERSION = 1;
 const SAMPLE_BYTES = 1 << 20;
@@ -233,26 +233,12 @@ export class FeatureCache {
   private textEncoderFor(clipSkip: number, length: number): Promise<Session> {
     if (this.textSession && this.textSessionSkip === clipSkip) return this.textSession;
     const g = new Graph('text_encoder');
-    const encode = (component: NonNullable<OpenedModel['textEncoder2']>, name: string, withProjection: boolean): ClipTextOutputs => {
-      const ids = g.input(name, 'int64', [1, length]); // [1, L]
-      const { textModelPrefix } = clipTextKeyLayout(component.weights.keys());
-      const params = new Params(g, component.weights, { dtype: this.dtype });
-      const out = buildClipTextModel(params, component.config, ids, { textModelPrefix, withProjection });
-      const layers = out.hiddenStates.length - 1;
-      if (clipSkip > layers) throw new Error(`clip skip ${clipSkip} exceeds the text encoder's ${layers} layers`);
-      return out;
-    };
-    if (this.model.kind === 'sdxl') {
-      const first = encode(this.model.textEncoder, 'input_ids', false);
-      const second = encode(this.model.textEncoder2!, 'input_ids_2', true);
-      const penultimate = (out: ClipTextOutputs): Value => out.hiddenStates.at(-(clipSkip + 1))!; // [1, L, Hi], no final norm
-      g.output(op.cast(op.concat([penultimate(first), penultimate(second)], -1), 'float32'), 'hidden'); // [1, L, H1 + H2]
-      g.output(op.cast(second.textEmbeds!, 'float32'), 'pooled'); // [1, P]
-    } else {
-      const out = encode(this.model.textEncoder, 'input_ids', false);
-      const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [1, L, H]
-      g.output(op.cast(hidden, 'float32'), 'hidden');
-    }
+    const sdxl = this.model.kind === 'sdxl';
+    const inputIds = (sdxl ? ['input_ids', 'input_ids_2'] : ['input_ids']).map((name) => g.input(name, 'int64', [1, length])); // [1, L] each
+    // The builder generation and text encoder training use too (models/text-conditioning.ts): the same values.
+    const { hidden, textEmbeds } = buildTextConditioning({ textEncoder: this.model.textEncoder, textEncoder2: sdxl ? this.model.textEncoder2 : undefined }, inputIds, { clipSkip, build: { dtype: this.dtype } });
+    g.output(op.cast(hidden, 'float32'), 'hidden'); // [1, L, H]; SDXL [1, L, H1 + H2]
+    if (textEmbeds) g.output(op.cast(textEmbeds, 'float32'), 'pooled'); // [1, P]
     this.textSession = Session.fromGraph(g, this.sessionOptions, join(this.dir, 'graphs'));
     this.textSessionSkip = clipSkip;
     return this.textSession;

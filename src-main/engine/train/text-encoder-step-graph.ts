@@ -1,26 +1,32 @@
-// One training step that also trains the CLIP text encoder (SD 1.x/2.x): token ids -> CLIP with a
-// LoRA on its attention and MLP projections ('lora_te') -> the hidden state after clip skip -> the
-// UNet step of train-step-graph.ts (the same appendTrainStep), backward to both LoRAs. Both LoRAs
-// live in one flat state vector: the UNet tensors first, in exactly the layout of the UNet-only
-// graph, then the text encoder's, so the optimizer, checkpoints and the host loop stay the same.
-// The text encoder may have its own learning rate (sd-scripts' --text_encoder_lr): AdamW then gets
-// a per-element learning rate, lr for the UNet part and lr * ratio for the text encoder part.
+// One training step that also trains the CLIP text encoder(s): token ids -> the text encoders with
+// a LoRA on their attention and MLP projections -> the conditioning the feature cache computes for
+// UNet-only training (models/text-conditioning.ts, the same builder) -> the UNet step of
+// train-step-graph.ts (the same appendTrainStep), backward to every LoRA.
+// - SD 1.x/2.x: one encoder, LoRA prefix 'lora_te'; the batch feeds input_ids.
+// - SDXL: both encoders, prefixes 'lora_te1' and 'lora_te2' as sd-scripts names them; the batch
+//   feeds input_ids and input_ids_2 (each tokenizer's own ids) and the time ids, while
+//   encoder_hidden_states and text_embeds (text_encoder_2's pooled projection) come from the encoders.
+// All LoRAs live in one flat state vector: the UNet tensors first, in exactly the layout of the
+// UNet-only graph, then the first text encoder's, then the second's, so the optimizer, checkpoints
+// and the host loop stay the same. The text encoders may have their own learning rate (sd-scripts'
+// --text_encoder_lr, one for both): AdamW then gets a per-element learning rate, lr for the UNet
+// part and lr * ratio for the text encoder part.
 //
 //   buildTextEncoderTrainStepGraph(spec, textEncoder): TextEncoderTrainStepGraph
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
-import { canonicalTextKey, clipTextPrefixOf } from '../io/single-file-writer';
-import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraModule } from '../lora/lora-network';
+import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraModule, type LoraPrefix } from '../lora/lora-network';
 import { textEncoderTargets } from '../lora/targets';
-import { buildClipTextModel, type CLIPTextConfig } from '../models/clip-text-model';
-import { Params, type LayerHook, type WeightLocator } from '../nn/params';
+import type { CLIPTextConfig } from '../models/clip-text-model';
+import type { WeightLocator } from '../nn/params';
 import type { WeightSource } from '../io/weights';
 import { adamwStepInputs } from './adamw';
+import { buildTextConditioning, type TextConditioning, type TextEncoderComponent } from '../models/text-conditioning';
 import {
-  addedCondInputs,
   appendTrainStep,
   discoverLoraLayout,
   flagAsFloat,
+  flatViews,
   outputStepResults,
   type TrainBatchInputs,
   type TrainStepGraph,
@@ -28,53 +34,47 @@ import {
 } from './train-step-graph';
 
 export interface TextEncoderTrainSpec {
+  /** The (first) text encoder's config. */
   config: CLIPTextConfig;
-  /** The text encoder's weights (their key names give the checkpoint's text-model prefix). */
+  /** The (first) text encoder's weights (their key names give the checkpoint's text-model prefix). */
   weights: WeightSource & WeightLocator;
-  /** A1111 clip skip: 1 = last hidden state, n = final norm of hidden_states[-n]. */
+  /** SDXL: text_encoder_2 (CLIPTextModelWithProjection), trained too; required exactly for a text_time UNet. */
+  textEncoder2?: TextEncoderComponent;
+  /** A1111 clip skip: 1 = last hidden state (SDXL: the penultimate, unnormed), n = n - 1 layers earlier. */
   clipSkip: number;
-  /** Text encoder learning rate / UNet learning rate; 1 (default) = one learning rate. */
+  /** Text encoder learning rate / UNet learning rate, for both encoders; 1 (default) = one learning rate. */
   lrRatio?: number;
 }
 
-/** The batch inputs: token ids replace the cached encoder hidden states. */
-export type TextTrainBatchInputs = Omit<TrainBatchInputs, 'encoderHiddenStates'> & { inputIds: string };
+/**
+ * The batch inputs: token ids replace the cached encoder hidden states (and, SDXL, the cached
+ * text_embeds): input_ids, and SDXL's input_ids_2 from tokenizer_2; SDXL keeps the time ids.
+ */
+export type TextTrainBatchInputs = Omit<TrainBatchInputs, 'encoderHiddenStates' | 'textEmbeds'> & { inputIds: string; inputIds2?: string };
 
 export interface TextEncoderTrainStepGraph extends Omit<TrainStepGraph, 'network' | 'inputs'> {
   inputs: TextTrainBatchInputs;
-  /** Every trained module in layout order: the UNet's, then the text encoder's ('lora_te_text_model_…'). */
+  /** Every trained module in layout order: the UNet's, then the text encoders' ('lora_te_…', SDXL 'lora_te1_…' then 'lora_te2_…'). */
   modules: LoraModule[];
   /** Where the text encoder part starts in the flat state (= the UNet-only layout's size). */
   textEncoderOffset: number;
 }
 
-/**
- * The text encoder's LoRA network (prefix 'lora_te') as a hook that reports modules under
- * transformers' canonical names ("text_model.encoder.layers.0.self_attn.q_proj"), whatever prefix
- * the checkpoint stores them under, so the keys are the ones A1111, ComfyUI and diffusers expect.
- */
-function textEncoderHook(network: LoraNetwork, textModelPrefix: string): LayerHook {
-  const hook = network.hook();
-  return (call) => hook({ ...call, module: canonicalTextKey(call.module, textModelPrefix) });
+/** sd-scripts' LoRA prefixes: 'lora_te' for SD 1.x/2.x's one encoder, 'lora_te1' / 'lora_te2' for SDXL's two. */
+const textLoraPrefixes = (te: TextEncoderTrainSpec): LoraPrefix[] => (te.textEncoder2 ? ['lora_te1', 'lora_te2'] : ['lora_te']);
+
+/** The conditioning on `inputIds` (one per encoder) with `networks[i]` attached to encoder i. */
+function conditionWith(spec: TrainStepSpec, te: TextEncoderTrainSpec, networks: readonly LoraNetwork[], inputIds: readonly Value[]): TextConditioning {
+  const encoders = { textEncoder: { config: te.config, weights: te.weights }, textEncoder2: te.textEncoder2 };
+  return buildTextConditioning(encoders, inputIds, { clipSkip: te.clipSkip, build: spec.build, hooks: networks.map((n) => n.hook()) });
 }
 
-/** The CLIP hidden state the UNet attends to, [B, L, H] in the build dtype, with `network` attached. */
-function encodeText(g: Graph, spec: TrainStepSpec, te: TextEncoderTrainSpec, network: LoraNetwork, inputIds: Value): Value {
-  const textModelPrefix = clipTextPrefixOf(te.weights.keys());
-  const layers = te.config.num_hidden_layers;
-  if (!Number.isInteger(te.clipSkip) || te.clipSkip < 1 || te.clipSkip > layers)
-    throw new Error(`text encoder training: clip skip ${te.clipSkip} is out of range (1 to ${layers})`);
-  const params = new Params(g, te.weights, { ...spec.build, hook: textEncoderHook(network, textModelPrefix) });
-  const out = buildClipTextModel(params, te.config, inputIds, { textModelPrefix, withProjection: false });
-  return te.clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-te.clipSkip)!); // [B, L, H]
-}
-
-/** The text encoder's LoRA modules, found by building it once in a scratch graph. */
+/** Each text encoder's LoRA modules, found by building the conditioning once in a scratch graph. */
 function discoverTextEncoderModules(spec: TrainStepSpec, te: TextEncoderTrainSpec, tokens: number): LoraModule[] {
   const g = new Graph('lora_te_discovery');
-  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_te', targets: textEncoderTargets });
-  encodeText(g, spec, te, network, g.input('input_ids', 'int64', [1, tokens]));
-  return network.modules;
+  const networks = textLoraPrefixes(te).map((prefix) => new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }));
+  conditionWith(spec, te, networks, networks.map((_, i) => g.input(`input_ids_${i}`, 'int64', [1, tokens]))); // [1, 77] each
+  return networks.flatMap((n) => n.modules);
 }
 
 /** `tail` placed after `head` in one flat vector. */
@@ -82,18 +82,33 @@ function concatLayouts(head: FlatLoraLayout, tail: FlatLoraLayout): FlatLoraLayo
   return { tensors: [...head.tensors, ...tail.tensors.map((t) => ({ ...t, offset: t.offset + head.size }))], size: head.size + tail.size };
 }
 
+/** Refuses text encoders that do not fit the UNet, naming both widths. */
+function checkEncodersFitUNet(spec: TrainStepSpec, te: TextEncoderTrainSpec): void {
+  const textTime = spec.unetConfig.addition_embed_type === 'text_time';
+  if (textTime && !te.textEncoder2)
+    throw new Error('text encoder training: the UNet has text_time conditioning (SDXL); both text encoders are needed (textEncoder2 = text_encoder_2)');
+  if (textTime && !spec.shape.addedCond) throw new Error('text encoder training: the UNet has text_time conditioning (SDXL); shape.addedCond { textEmbedsDim, timeIds } is required');
+  if (!textTime && te.textEncoder2) throw new Error('text encoder training: textEncoder2 given, but the UNet has no text_time conditioning (only SDXL has two text encoders)');
+  const width = te.config.hidden_size + (te.textEncoder2?.config.hidden_size ?? 0);
+  if (width !== spec.shape.contextDim)
+    throw new Error(`text encoder training: the text encoder hidden size${te.textEncoder2 ? 's add up to' : ''} ${width}, but the UNet's context width is ${spec.shape.contextDim}`);
+  if (te.textEncoder2) {
+    const projection = te.textEncoder2.config.projection_dim ?? te.textEncoder2.config.hidden_size;
+    const pooled = spec.shape.addedCond?.textEmbedsDim;
+    if (projection !== pooled) throw new Error(`text encoder training: text_encoder_2 projects to ${projection} values, the UNet's text_time conditioning expects text_embeds of ${pooled}`);
+  }
+}
+
 export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEncoderTrainSpec): TextEncoderTrainStepGraph {
-  if (spec.shape.addedCond || spec.unetConfig.addition_embed_type === 'text_time')
-    throw new Error('text encoder training: SDXL (two text encoders, text_time conditioning) is not supported yet; train the UNet LoRA only');
-  if (te.config.hidden_size !== spec.shape.contextDim)
-    throw new Error(`text encoder training: the text encoder's hidden_size ${te.config.hidden_size} does not match the UNet's context width ${spec.shape.contextDim}`);
+  checkEncodersFitUNet(spec, te);
   const g = new Graph('train_step_te');
-  const { batch, latentHeight, latentWidth, tokens, contextDim } = spec.shape;
+  const { batch, latentHeight, latentWidth, tokens, contextDim, addedCond } = spec.shape;
   const x0 = g.input('latents', 'float32', [batch, spec.unetConfig.in_channels, latentHeight, latentWidth]); // [B, 4, h, w]
   const noise = g.input('noise', 'float32', x0.shape); // [B, 4, h, w]
   const timesteps = g.input('timesteps', 'int64', [batch]); // [B]
   const inputIds = g.input('input_ids', 'int64', [batch, tokens]); // [B, 77]
-  const added = addedCondInputs(g, spec); // undefined: SD 1.x/2.x only
+  const inputIds2 = te.textEncoder2 && g.input('input_ids_2', 'int64', [batch, tokens]); // SDXL: [B, 77], tokenizer_2's ids
+  const timeIds = addedCond && g.input('time_ids', 'float32', [batch, addedCond.timeIds]); // SDXL: [B, 6]
 
   const unetLayout = discoverLoraLayout(spec, { sample: [...x0.shape], context: [batch, tokens, contextDim] });
   const textModules = discoverTextEncoderModules(spec, te, tokens);
@@ -106,14 +121,13 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   };
   const lossScale = spec.build.dtype === 'float16' ? g.input('loss_scale', 'float32', []) : undefined;
 
-  // The text encoder's LoRA reads its tensors from the text part of the same flat vector.
-  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
-  const textNetwork = new LoraNetwork({ ...spec.lora, prefix: 'lora_te', targets: textEncoderTargets }, (name, shape) => {
-    const t = byName.get(name);
-    if (!t || t.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
-    return op.reshape(op.slice(state.params, [t.offset], [t.offset + t.size], [0]), shape); // a view of [P]
-  });
-  const hidden = g.scope('text_encoder', () => encodeText(g, spec, te, textNetwork, inputIds)); // [B, 77, C]
+  // The text encoders' LoRAs read their tensors from the text part of the same flat vector; the
+  // UNet's step reads the same views (one cast and one tree of slices for the whole layout).
+  const views = flatViews(state.params, layout, spec.build.dtype);
+  const textNetworks = textLoraPrefixes(te).map((prefix) => new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }, views));
+  const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, textNetworks, inputIds2 ? [inputIds, inputIds2] : [inputIds]));
+  const context = conditioning.hidden; // [B, 77, C]
+  const added = timeIds && { textEmbeds: conditioning.textEmbeds!, timeIds }; // SDXL: [B, P], [B, 6]
 
   const ratio = te.lrRatio ?? 1;
   const textSize = layout.size - unetLayout.size;
@@ -121,16 +135,24 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
     ratio === 1
       ? undefined
       : op.concat([op.expand(g.constant([1], 'float32', [1]), [unetLayout.size]), op.expand(g.constant([ratio], 'float32', [1]), [textSize])], 0); // [P]
-  const step = appendTrainStep(g, spec, layout, { x0, noise, timesteps, context: hidden, added }, state, adamwStepInputs(g), lossScale, {
-    network: textNetwork,
+  const step = appendTrainStep(g, spec, layout, { x0, noise, timesteps, context, added }, state, adamwStepInputs(g), lossScale, {
+    networks: textNetworks,
     lrScale,
+    views,
   });
 
   const names = outputStepResults(g, state, step.state, { loss: step.loss, gradNorm: step.norm, finite: step.finite && flagAsFloat(step.finite, step.norm) });
   return {
     graph: g,
-    modules: [...step.network.modules, ...textNetwork.modules],
-    inputs: { latents: x0.name, noise: noise.name, timesteps: timesteps.name, inputIds: inputIds.name },
+    modules: [...step.network.modules, ...textNetworks.flatMap((n) => n.modules)],
+    inputs: {
+      latents: x0.name,
+      noise: noise.name,
+      timesteps: timesteps.name,
+      inputIds: inputIds.name,
+      ...(inputIds2 ? { inputIds2: inputIds2.name } : {}),
+      ...(timeIds ? { timeIds: timeIds.name } : {}),
+    },
     layout,
     textEncoderOffset: unetLayout.size,
     state: names,

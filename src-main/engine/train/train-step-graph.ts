@@ -5,7 +5,8 @@
 import { gradients } from '../autodiff/gradients';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
-import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec } from '../lora/lora-network';
+import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec, type LoraTensorSource } from '../lora/lora-network';
+import type { DType } from '../graph/dtype';
 import { Params, type BuildOptions, type WeightLocator } from '../nn/params';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../models/unet-2d-condition';
 import { adamwStepInputs, adamwUpdate, type AdamWConfig, type AdamWStepInputs } from './adamw';
@@ -156,14 +157,34 @@ export interface StepBatch {
 }
 
 /**
- * A second LoRA trained in the same step (the text encoder's, text-encoder-step-graph.ts): its
- * tensors read from `state.params` after the UNet's, it is already built into the graph that made
- * the batch's context, and its gradients follow the UNet's in the flat gradient. `lrScale` [P]
- * multiplies the learning rate per element (a separate text-encoder learning rate).
+ * More LoRAs trained in the same step (the text encoders', text-encoder-step-graph.ts): their
+ * tensors read from `state.params` after the UNet's, in this order; they are already built into
+ * the graph that made the batch's context, and their gradients follow the UNet's in the flat
+ * gradient. `lrScale` [P] multiplies the learning rate per element (a separate text-encoder
+ * learning rate).
  */
 export interface ExtraTrainables {
-  network: LoraNetwork;
+  networks: readonly LoraNetwork[];
   lrScale?: Value;
+  /** The views of `state.params` the extra networks already read (flatViews over the whole layout), for the UNet's too. */
+  views?: LoraTensorSource;
+}
+
+/**
+ * Every LoRA tensor of `layout` as a view of the flat float32 vector `flat` [P], in the compute
+ * dtype: one Cast of the whole vector, then one slice per tensor (onnxruntime fuses them into one
+ * Split). Differentiating with respect to these views gives the per-tensor gradients in `dtype`.
+ * (A tree of smaller Splits and Concats, tried on 2026-11-23, was 10% slower on the H100: each
+ * Split or Concat of unequal pieces waits for the GPU on the CUDA provider, so the fewer the better.)
+ */
+export function flatViews(flat: Value, layout: FlatLoraLayout, dtype: DType): LoraTensorSource {
+  const compute = op.cast(flat, dtype); // [P] in dtype
+  const views = new Map(layout.tensors.map((t) => [t.name, op.reshape(op.slice(compute, [t.offset], [t.offset + t.size], [0]), t.shape)])); // views of [P]
+  return (name, shape) => {
+    const view = views.get(name);
+    if (!view || view.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
+    return view;
+  };
 }
 
 /**
@@ -182,12 +203,7 @@ export function appendTrainStep(
   lossScale: Value | undefined,
   extra?: ExtraTrainables,
 ): { state: FlatTrainState; network: LoraNetwork; loss: Value; norm: Value; finite: Value | undefined } {
-  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
-  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, (name, shape) => {
-    const t = byName.get(name);
-    if (!t || t.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
-    return op.reshape(op.slice(state.params, [t.offset], [t.offset + t.size], [0]), shape); // a view of [P]
-  });
+  const network = new LoraNetwork({ ...spec.lora, prefix: 'lora_unet' }, extra?.views ?? flatViews(state.params, layout, spec.build.dtype));
 
   const { noisy, target, weight } = noiseBatch(g, spec.alphasCumprod, batch.x0, batch.noise, batch.timesteps, spec.loss);
   const params = new Params(g, spec.weights, { ...spec.build, hook: network.hook() });
@@ -202,9 +218,9 @@ export function appendTrainStep(
   const prediction = buildUNet2DCondition(params, spec.unetConfig, call); // [B, 4, h, w]
   const loss = weightedMse(prediction, target, weight); // []
 
-  const trainable = extra ? [...network.parameters(), ...extra.network.parameters()] : network.parameters();
+  const trainable = [network, ...(extra?.networks ?? [])].flatMap((n) => n.parameters()); // layout order
   const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable);
-  const flatGrad = op.concat(perTensor.map((gr) => op.reshape(op.cast(gr, 'float32'), [-1])), 0); // [P], layout order
+  const flatGrad = op.cast(op.concat(perTensor.map((gr) => op.reshape(gr, [-1])), 0), 'float32'); // [P], layout order
   const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
   const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
   const finite = lossScale ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0

@@ -104,6 +104,8 @@ interface Sample {
   /** The cached text embedding (UNet-only training) or the caption's token ids [77] (text encoder training). */
   text: CachedText | undefined;
   tokenIds: Int32Array | undefined;
+  /** SDXL text encoder training: tokenizer_2's ids [77]. */
+  tokenIds2: Int32Array | undefined;
 }
 
 /** One bucket's graph, session and reusable feed buffers. */
@@ -121,7 +123,9 @@ interface BucketRunner {
   context: Float32Array;
   /** Text encoder training: token ids [B, 77]; empty otherwise. */
   inputIds: BigInt64Array;
-  /** SDXL: pooled text embeddings [B, P] and time ids [B, 6]; empty otherwise. */
+  /** SDXL text encoder training: tokenizer_2's token ids [B, 77]; empty otherwise. */
+  inputIds2: BigInt64Array;
+  /** SDXL: pooled text embeddings [B, P] (UNet-only training; empty otherwise) and time ids [B, 6]; empty otherwise. */
   textEmbeds: Float32Array;
   timeIds: Float32Array;
 }
@@ -167,9 +171,9 @@ export class Trainer {
     const timestepCount = schedule.alphasCumprod.length;
     const scalingFactor = model.vae.config.scaling_factor;
     // The frozen model the LoRA is trained against: the UNet, and the text encoder when it is trained too.
+    const trainedTextEncoders = s.trainTextEncoder ? [model.textEncoder, ...(model.kind === 'sdxl' && model.textEncoder2 ? [model.textEncoder2] : [])] : [];
     const unetIdentity =
-      componentIdentity(model.unet.weights, model.unet.config) +
-      (s.trainTextEncoder ? `+te:${componentIdentity(model.textEncoder.weights, model.textEncoder.config)}` : '');
+      componentIdentity(model.unet.weights, model.unet.config) + trainedTextEncoders.map((te, i) => `${i === 0 ? '+te:' : '+'}${componentIdentity(te.weights, te.config)}`).join('');
     // cpu needs no probe (probing the others loads their libraries and logs their failures)
     const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
     if (note) events.emit('phase', { phase: 'model', message: note });
@@ -196,12 +200,16 @@ export class Trainer {
       throw new Error(`${dataset.folder}: no trainable images (${dataset.items.length} image file(s), ${dataset.items.length - items.length} unreadable or too small, ${dataset.skipped.length} other file(s))`);
     const captionOf = (item: DatasetItem): string => (s.trigger ? prependTrigger(trainingCaption(item), s.trigger) : trainingCaption(item));
     // Training the text encoder feeds it token ids every step: its output changes, so no text cache.
-    if (s.trainTextEncoder && model.kind === 'sdxl')
-      throw new Error(`${description}: training the text encoders of an SDXL model is not supported yet; train without trainTextEncoder (--train-text-encoder)`);
     if (s.trainTextEncoder && s.gradAccum > 1)
       throw new Error(`trainTextEncoder (--train-text-encoder) does not work with gradient accumulation yet (gradAccum ${s.gradAccum}); use a larger batch instead`);
     if (s.trainTextEncoder && !model.tokenizerDir) throw new Error(`${description}: the model has no tokenizer folder (vocab.json + merges.txt), which text encoder training needs`);
     const tokenizer = s.trainTextEncoder ? ClipTokenizer.fromFolder(model.tokenizerDir!) : undefined;
+    // SDXL: text_encoder_2 reads tokenizer_2's ids (its own pad token, "!" in SDXL base), as the feature cache does.
+    if (tokenizer && model.kind === 'sdxl' && !model.tokenizer2Dir)
+      throw new Error(`${description}: the SDXL model has no tokenizer_2 folder (vocab.json + merges.txt), which text encoder training needs`);
+    const tokenizer2 = tokenizer && model.kind === 'sdxl' ? ClipTokenizer.fromFolder(model.tokenizer2Dir!) : undefined;
+    if (tokenizer && tokenizer2 && tokenizer2.maxLength !== tokenizer.maxLength)
+      throw new Error(`${description}: tokenizer_2 encodes ${tokenizer2.maxLength} tokens, tokenizer ${tokenizer.maxLength}; both text encoders need the same length`);
 
     // --- cache
     events.emit('phase', { phase: 'cache', message: `${tokenizer ? 'latents' : 'latents and text embeddings'} in ${s.cacheDir}` });
@@ -214,7 +222,8 @@ export class Trainer {
         const latents = await cache.latents(item.path, item.bucket!, item.crop!);
         const text = tokenizer ? undefined : await cache.text(captionOf(item), s.clipSkip);
         const tokenIds = tokenizer?.encode(captionOf(item)); // [77]
-        samples.push({ item, latents, text, tokenIds });
+        const tokenIds2 = tokenizer2?.encode(captionOf(item)); // [77], SDXL
+        samples.push({ item, latents, text, tokenIds, tokenIds2 });
       }
     } finally {
       await cache.release();
@@ -264,12 +273,13 @@ export class Trainer {
     events.emit('phase', { phase: 'graph', message: `building the training graph for ${bucketKeys.length} bucket(s)` });
     const adamw: AdamWConfig = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay };
     const accumulate = s.gradAccum > 1;
-    const [tokens, contextDim] = tokenizer ? [tokenizer.maxLength, model.textEncoder.config.hidden_size] : samples[0].text!.shape;
+    // Text encoder training: the context is the encoders' hidden states (SDXL: both, concatenated).
+    const [tokens, contextDim] = tokenizer ? [tokenizer.maxLength, trainedTextEncoders.reduce((n, te) => n + te.config.hidden_size, 0)] : samples[0].text!.shape;
     // SDXL: the UNet also takes text_embeds [B, P] (text_encoder_2's pooled projection) and time ids [B, 6].
     const addedCond = addedCondShapeOf(model.unet.config);
     const pooledDim = addedCond?.textEmbedsDim ?? 0;
     const timeIdCount = addedCond?.timeIds ?? 0;
-    if (addedCond && samples[0].text?.pooled?.length !== pooledDim)
+    if (addedCond && !tokenizer && samples[0].text?.pooled?.length !== pooledDim)
       throw new Error(`${description}: text_encoder_2's pooled embedding has ${samples[0].text?.pooled?.length ?? 0} values, the UNet's text_time conditioning expects ${pooledDim}`);
     const runners = new Map<string, BucketRunner>();
     let modules: LoraModule[] = [];
@@ -296,14 +306,21 @@ export class Trainer {
         timesteps: new BigInt64Array(s.batch),
         context: new Float32Array(tokenizer ? 0 : s.batch * tokens * contextDim),
         inputIds: new BigInt64Array(tokenizer ? s.batch * tokens : 0),
-        textEmbeds: new Float32Array(s.batch * pooledDim),
+        inputIds2: new BigInt64Array(tokenizer2 ? s.batch * tokens : 0),
+        textEmbeds: new Float32Array(tokenizer ? 0 : s.batch * pooledDim), // text encoder training computes them in the graph
         timeIds: new Float32Array(s.batch * timeIdCount),
       };
       const latentShape = [s.batch, channels, latentHeight, latentWidth];
       let runner: BucketRunner;
       if (tokenizer) {
         const textEncoderLr = s.textEncoderLr ?? s.lr;
-        const step = buildTextEncoderTrainStepGraph(spec, { config: model.textEncoder.config, weights: model.textEncoder.weights, clipSkip: s.clipSkip, lrRatio: textEncoderLr / s.lr });
+        const step = buildTextEncoderTrainStepGraph(spec, {
+          config: model.textEncoder.config,
+          weights: model.textEncoder.weights,
+          ...(tokenizer2 ? { textEncoder2: model.textEncoder2 } : {}),
+          clipSkip: s.clipSkip,
+          lrRatio: textEncoderLr / s.lr,
+        });
         modules = step.modules;
         layout = step.layout;
         const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
@@ -330,6 +347,7 @@ export class Trainer {
       runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [s.batch], data: runner.timesteps };
       if (runner.inputs.encoderHiddenStates) runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
       if (runner.inputs.inputIds) runner.feeds[runner.inputs.inputIds] = { dtype: 'int64', shape: [s.batch, tokens], data: runner.inputIds };
+      if (runner.inputs.inputIds2) runner.feeds[runner.inputs.inputIds2] = { dtype: 'int64', shape: [s.batch, tokens], data: runner.inputIds2 };
       if (runner.inputs.textEmbeds) runner.feeds[runner.inputs.textEmbeds] = f32([s.batch, pooledDim], runner.textEmbeds);
       if (runner.inputs.timeIds) runner.feeds[runner.inputs.timeIds] = f32([s.batch, timeIdCount], runner.timeIds);
       runners.set(key, runner);
@@ -437,10 +455,12 @@ export class Trainer {
             for (let j = 0; j < h * w; j++) runner.noise[base + c * h * w + j] += offset;
           }
         }
+        const { tokenIds, tokenIds2 } = samples[index];
         if (text) runner.context.set(text.hidden, i * contextSize);
-        else for (let j = 0; j < tokens; j++) runner.inputIds[i * tokens + j] = BigInt(samples[index].tokenIds![j]);
+        else for (let j = 0; j < tokens; j++) runner.inputIds[i * tokens + j] = BigInt(tokenIds![j]);
+        if (tokenIds2) for (let j = 0; j < tokens; j++) runner.inputIds2[i * tokens + j] = BigInt(tokenIds2[j]);
         if (addedCond) {
-          runner.textEmbeds.set(text!.pooled!, i * pooledDim);
+          if (text) runner.textEmbeds.set(text.pooled!, i * pooledDim);
           runner.timeIds.set(latents.timeIds, i * timeIdCount); // this image's size and crop in its bucket
         }
       });

@@ -1,0 +1,90 @@
+// Gradient checkpointing. The nodes built inside recomputeInBackward(g, build) form a segment whose
+// intermediate values the backward does not keep: when the reverse sweep (gradients.ts) reaches
+// the segment, it appends a copy of the segment's nodes, computed again from the segment's inputs,
+// and the gradient rules of the segment read that copy instead of the forward's values. The
+// forward's intermediates then die right after the forward; only the segment inputs stay.
+//
+// onnxruntime orders nodes by data dependencies only, so a copy that depended only on the segment
+// inputs could run early (right after the forward) and keep everything alive again. Each large
+// input of the copy therefore goes through x + z, where z is a zero computed from the gradient
+// that arrives at the segment: the copy cannot start before the backward gets there.
+// z = 0 * float(bool(g0)) stays 0 whatever g0 is (NaN and inf cast to true).
+import type { Graph, Node, Value } from '../graph/graph';
+import * as op from '../graph/ops';
+import { numel } from '../graph/shape';
+
+export interface Segment {
+  readonly nodes: readonly Node[];
+}
+
+const segments = new WeakMap<Node, Segment>();
+
+/** Inputs smaller than this are not gated (a LoRA view or a time embedding may be computed early). */
+const GATE_MIN_ELEMENTS = 1 << 16;
+
+/**
+ * Builds `build`'s nodes as one recomputed segment (a ResNet block, a transformer block). Nested
+ * calls make the inner nodes their own segment.
+ */
+export function recomputeInBackward<T>(g: Graph, build: () => T): T {
+  const start = g.nodes.length;
+  const result = build();
+  const segment: Segment = { nodes: g.nodes.slice(start) };
+  for (const node of segment.nodes) if (!segments.has(node)) segments.set(node, segment);
+  return result;
+}
+
+export function segmentOf(node: Node): Segment | undefined {
+  return segments.get(node);
+}
+
+/**
+ * The values that depend on no graph input (weights, constants and what is computed from them
+ * alone), found in one pass over the graph's nodes in build order.
+ */
+export function staticValues(g: Graph): Set<Value> {
+  const known = new Set<Value>();
+  const isStatic = (v: Value | null): boolean => v === null || known.has(v) || (!v.producer && g.isInitializer(v));
+  for (const node of g.nodes) if (node.inputs.every(isStatic)) for (const out of node.outputs) known.add(out);
+  for (const init of g.initializers.values()) known.add(init.value);
+  return known;
+}
+
+/**
+ * Appends the copy of `segment` (static nodes, those computed from weights alone, are shared, not
+ * copied) and returns the map from each forward value of the segment to its copy. `anchor` is a
+ * gradient that exists only once the backward reaches the segment.
+ */
+export function recomputeSegment(segment: Segment, anchor: Value, statics: ReadonlySet<Value>): Map<Value, Value> {
+  const g = anchor.graph;
+  const inside = new Set(segment.nodes.flatMap((n) => n.outputs));
+  const copies = new Map<Value, Value>();
+  let zero: Value | undefined;
+  const gate = (x: Value): Value => {
+    zero ??= g.scope('recompute_gate', () => {
+      const first = op.slice(op.reshape(anchor, [-1]), [0], [1], [0]); // [1]
+      return op.cast(op.mul(op.cast(op.cast(first, 'bool'), 'float32'), 0), x.dtype); // [1], always 0
+    });
+    const gated = op.add(x, zero.dtype === x.dtype ? zero : op.cast(zero, x.dtype)); // x's shape, equal to x
+    copies.set(x, gated);
+    return gated;
+  };
+  const source = (v: Value | null): Value | null => {
+    if (v === null || statics.has(v)) return v;
+    const copy = copies.get(v);
+    if (copy) return copy;
+    if (inside.has(v)) throw new Error(`autodiff/recompute.ts: ${v.name} is used before it is computed in its segment`);
+    return v.dtype.startsWith('float') && numel(v.shape) >= GATE_MIN_ELEMENTS ? gate(v) : v;
+  };
+  g.scope('recompute', () => {
+    for (const node of segment.nodes) {
+      if (node.outputs.every((o) => statics.has(o))) continue;
+      const inputs = node.inputs.map(source);
+      const outs = g.addNode(node.op, inputs, node.outputs.map((o) => ({ dtype: o.dtype, shape: o.shape })), node.attrs, node.domain);
+      node.outputs.forEach((o, i) => copies.set(o, outs[i]));
+    }
+  });
+  // Only values computed inside the segment are swapped; its gated inputs stay the originals for the rules.
+  for (const key of [...copies.keys()]) if (!inside.has(key)) copies.delete(key);
+  return copies;
+}
