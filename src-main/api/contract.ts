@@ -128,6 +128,8 @@ export interface TrainSettingsView {
   trigger: string | null;
   /** Also train a LoRA on the CLIP text encoder (SDXL: both of them); its captions are then not cached. */
   trainTextEncoder?: boolean;
+  /** Recompute the UNet blocks' activations in the backward: less GPU memory, about 10% slower, same result. */
+  gradientCheckpointing?: boolean;
   /** Preview prompts sampled every `previewEvery` steps and at the start (baseline). */
   previews: { prompt: string; seed: number; steps: number; guidance: number }[];
   previewEvery: number;

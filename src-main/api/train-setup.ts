@@ -1,7 +1,7 @@
 // From the studio's TrainSettingsView to the engine's TrainSettings: defaults for what the page
 // left out, the presets, and the time / memory estimate shown before a run.
 import type { OpenedModel } from '../engine/io/model-folder';
-import { estimateTrainingMemory, MEMORY_CALIBRATION } from '../engine/train/memory-estimate';
+import { estimateTrainingMemory } from '../engine/train/memory-estimate';
 import { DEFAULT_TRAIN_SETTINGS, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
 import { ApiError } from './errors';
@@ -65,8 +65,8 @@ export const TRAIN_PRESETS: TrainPreset[] = [
   {
     id: 'style-sdxl',
     name: 'Style LoRA (SDXL)',
-    description: 'Stable Diffusion XL at 1024 px: rank 16 on the attention layers, 1e-4 with cosine decay, min-SNR 5, batch 1 (about 23 GiB on the GPU).',
-    settings: { resolution: 1024, rank: 16, alpha: 8, steps: 2000, lr: 1e-4, batch: 1, targets: 'attention', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, saveEvery: 250, previewEvery: 250, device: 'cuda' },
+    description: 'Stable Diffusion XL at 1024 px: rank 16 on the attention layers, 1e-4 with cosine decay, min-SNR 5, batch 1, with gradient checkpointing so it fits 12-24 GB GPUs (predicted about 9 GiB; 15 GiB measured without it on an H100; somewhat slower per step).',
+    settings: { resolution: 1024, rank: 16, alpha: 8, steps: 2000, lr: 1e-4, batch: 1, targets: 'attention', lrSchedule: 'cosine', warmupSteps: 100, minSnrGamma: 5, saveEvery: 250, previewEvery: 250, device: 'cuda', gradientCheckpointing: true },
   },
 ];
 
@@ -98,6 +98,7 @@ export function engineSettings(view: TrainSettingsView, folders: { modelsDir: st
       saveEvery: view.saveEvery,
       trigger: view.trigger ?? undefined,
       trainTextEncoder: view.trainTextEncoder ?? false,
+      gradientCheckpointing: view.gradientCheckpointing ?? false,
       device: view.device,
       resume,
       // Step events every step: the studio draws every loss point.
@@ -124,9 +125,10 @@ export function checkPreviews(view: TrainSettingsView): void {
 //
 // Time: training FLOPs per image (torch's count for an SD1.5 UNet LoRA step at 512 px: 1.79
 // TFLOP) scaled by pixels and by UNet size, divided by an assumed sustained rate per provider
-// (an assumption until the benchmarks measure this engine; see `notes`). Memory: the engine's
-// estimateTrainingMemory (weights + forward activations of the UNet at the run's shape, calibrated
-// on H100 peaks) for the float32 graph the trainer builds.
+// (an assumption until the benchmarks measure this engine; see `notes`); gradient checkpointing
+// adds its measured slowdown. Memory: the engine's estimateTrainingMemory (weights + the tensors
+// alive at once in the run's training step, times a calibrated factor, + a fixed part; calibrated
+// on H100 peaks) for the graph the trainer builds.
 
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
@@ -138,6 +140,8 @@ const SD15_UNET_PARAMS = 859.5e6;
 const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 15, webgpu: 4.6, dml: null, cpu: 0.05 };
 /** Measured: the embedded model trains about 70 steps/s at 64 px, batch 1, on a 2-core CPU (lora-studio train, 2026-11). */
 const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
+/** Gradient checkpointing recomputes the UNet blocks' forward: measured 8% fewer steps/s (H100, SD1.5 512 px, batch 4). */
+const CHECKPOINTING_TIME_FACTOR = 1 / 0.92;
 
 export function estimateRun(
   view: TrainSettingsView,
@@ -166,23 +170,29 @@ export function estimateRun(
       `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at ${tflops ?? '?'} TFLOP/s on ${view.device} (measured on an H100 for CUDA and WebGPU; slower GPUs take longer).`,
     );
   }
+  const checkpointing = view.gradientCheckpointing ?? false;
+  if (checkpointing && seconds !== null) {
+    seconds *= CHECKPOINTING_TIME_FACTOR;
+    notes.push('Time: about 9% longer with gradient checkpointing (the UNet blocks run their forward twice; 8% fewer steps/s measured on an H100).');
+  }
   const previewImages = view.previewEvery > 0 ? (Math.floor(view.steps / view.previewEvery) + 1) * view.previews.length : 0;
   if (previewImages > 0) notes.push(`Previews: ${previewImages} image(s) (${view.previews.length} prompt(s) at the start and every ${view.previewEvery} steps) add to the time.`);
 
   const latent = view.resolution / 2 ** (model.opened.vae.config.block_out_channels.length - 1);
   // The trainer runs the frozen UNet in float16 on GPUs and in float32 on the CPU.
   const dtype = view.device === 'cpu' ? 'float32' : 'float16';
-  const pooledDim = unet.config.addition_embed_type === 'text_time' ? model.opened.textEncoder2?.config.projection_dim : undefined;
   const memory = estimateTrainingMemory(
     unet.config,
-    { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]!, pooledDim },
+    { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]! },
     dtype,
-    view.device === 'cpu' ? 'cpu' : 'gpu',
+    { target: view.device === 'cpu' ? 'cpu' : 'gpu', gradientCheckpointing: checkpointing, rank: view.rank },
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
   const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
-    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + forward activations ${gib(memory.activationBytes)} GiB at batch ${view.batch} and ${view.resolution} px, x${MEMORY_CALIBRATION.activationFactor} + ${gib(view.device === 'cpu' ? MEMORY_CALIBRATION.cpuOverheadBytes : MEMORY_CALIBRATION.overheadBytes)} GiB overhead (calibrated on H100 peaks; on the CPU it is process memory).`,
+    `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + ${memory.factor} x ${gib(memory.liveBytes)} GiB of tensors alive at once in a step ` +
+      `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}) + ${gib(memory.fixedBytes)} GiB fixed ` +
+      `(${view.device === 'cpu' ? 'the process itself' : 'CUDA context and runtime'}; the factor is calibrated on H100 peaks).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
 }

@@ -37,6 +37,8 @@ export const trainCommand: CliCommand = {
   --clip-skip <n>          1 = last CLIP layer, 2 = penultimate (default ${d.clipSkip})
   --train-text-encoder     also train a LoRA on the CLIP text encoder (SDXL: on both; no text cache then)
   --te-lr <x>              the text encoder LoRA's learning rate (default: --lr)
+  --gradient-checkpointing less GPU memory, ~10% slower: recompute each UNet block's activations in
+                           the backward pass (same losses; a run may be resumed with it on or off)
   --trigger <word>         put in front of every caption
   --seed <n>               same seed, same data: same losses (default ${d.seed})
   --save-every <n>         checkpoint every n steps, 0 = at the end only (default ${d.saveEvery})
@@ -145,6 +147,7 @@ function parseCliArgs(args: string[]) {
         'min-snr-gamma': string, 'noise-offset': string, 'clip-skip': string, trigger: string, seed: string,
         'save-every': string, checkpoint: string, resume: string, format: string, precision: string, device: string,
         'log-every': string, title: string, 'compute-precision': string, 'train-text-encoder': { type: 'boolean' }, 'te-lr': string,
+        'gradient-checkpointing': { type: 'boolean' },
       },
       allowPositionals: false,
       strict: true,
@@ -187,6 +190,7 @@ function settingsFromArgs(v: Values): TrainSettingsInput {
     clipSkip: num('clip-skip', v['clip-skip']),
     trainTextEncoder: v['train-text-encoder'],
     textEncoderLr: num('te-lr', v['te-lr']),
+    gradientCheckpointing: v['gradient-checkpointing'],
     trigger: v.trigger,
     seed: num('seed', v.seed),
     saveEvery: num('save-every', v['save-every']),

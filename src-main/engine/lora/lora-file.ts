@@ -151,6 +151,8 @@ export interface LoraTrainingInfo {
   lrWarmupSteps: number;
   batchSize: number;
   gradientAccumulation: number;
+  /** Recorded only (ss_gradient_checkpointing); it changes memory and speed, not the result. */
+  gradientCheckpointing?: boolean;
   maxGradNorm: number;
   minSnrGamma: number | undefined;
   noiseOffset: number;
@@ -194,6 +196,7 @@ export function kohyaTrainingMetadata(info: LoraTrainingInfo): Record<string, st
     ss_lr_warmup_steps: String(info.lrWarmupSteps),
     ss_batch_size_per_device: String(info.batchSize),
     ss_gradient_accumulation_steps: String(info.gradientAccumulation),
+    ss_gradient_checkpointing: String(info.gradientCheckpointing ?? false),
     ss_max_grad_norm: String(info.maxGradNorm),
     ss_min_snr_gamma: info.minSnrGamma === undefined ? 'None' : String(info.minSnrGamma),
     ss_noise_offset: String(info.noiseOffset),

@@ -1,63 +1,89 @@
-// Predicts a training run's peak device memory before it starts (the studio's estimate): the
-// frozen weights, plus the forward activations of the UNet at the run's batch and resolution
-// (what the backward keeps alive, and what it recomputes), plus a fixed overhead (CUDA context,
-// cuDNN workspaces, the LoRA state). The activation bytes come from building the UNet's forward
-// graph at that shape; two constants are calibrated on measured peaks (bench/results, H100,
-// nvidia-smi, SD1.5 at 512 px, batch 1 and 4) and checked against them in the tests.
+// Predicts a training run's peak device memory before it starts (the studio's estimate). It builds
+// the real training-step graph for the run's shape (without reading any weight) and takes:
+//   the frozen weights
+// + the most tensor bytes alive at once in onnxruntime's node order (graph/liveness.ts), times a
+//   factor for what the allocator adds on top (its arena regions, cuDNN workspaces)
+// + a fixed part (the CUDA context and handles, measured 0.65 GiB on an H100, plus a small rest).
+// The factors are calibrated on H100 peaks (nvidia-smi; bench/results/2026-11-23-h100-cuda-session2.json)
+// of SD1.5 at 512 px (batch 1 and 4; batch 4 with gradient checkpointing) and checked in the
+// tests on the shapes they were not fitted to (SDXL at 1024 px; SD1.5 batch 1 checkpointed).
+// With gradient checkpointing far fewer bytes are alive, but the allocator's share is larger.
 import { BYTES_PER_ELEMENT, type DType } from '../graph/dtype';
-import { Graph } from '../graph/graph';
-import { liveNodes } from '../graph/onnx-model';
+import { peakLiveBytes } from '../graph/liveness';
 import { numel, type Shape } from '../graph/shape';
-import { buildUNet2DCondition } from '../models/unet-2d-condition';
 import type { UNet2DConditionConfig } from '../io/configs';
-import { Params, type TensorLocation, type WeightLocator } from '../nn/params';
+import { unetTargets } from '../lora/targets';
+import type { TensorLocation, WeightLocator } from '../nn/params';
+import { DEFAULT_ADAMW } from './adamw';
+import { addedCondShapeOf, buildTrainStepGraph } from './train-step-graph';
+
+const GiB = 2 ** 30;
 
 /**
- * Device bytes per byte of forward activations, and the fixed overhead (calibration, see above).
- * On the CPU there is no CUDA context or cuDNN workspace: the overhead is the process itself
- * (the embedded model's training run measured 0.29-0.33 GiB RSS in all).
+ * Device bytes per live tensor byte, and the fixed part (see above). On the CPU there is no CUDA
+ * context: the fixed part is the process itself (the embedded model's training run measured
+ * 0.29-0.33 GiB RSS in all); the CPU factor is the GPU's, not separately calibrated.
  */
-export const MEMORY_CALIBRATION = { activationFactor: 1.282, overheadBytes: 1.733 * 2 ** 30, cpuOverheadBytes: 0.25 * 2 ** 30 };
+export const MEMORY_CALIBRATION = {
+  liveFactor: 1.21,
+  liveFactorCheckpointing: 2.06,
+  cudaContextBytes: 0.65 * GiB,
+  fixedBytes: 0.21 * GiB,
+  cpuFixedBytes: 0.25 * GiB,
+};
 
 export interface MemoryEstimate {
   weightsBytes: number;
-  activationBytes: number;
+  /** The most intermediate tensor bytes alive at once during the step (onnxruntime's order). */
+  liveBytes: number;
+  factor: number;
+  fixedBytes: number;
   peakBytes: number;
 }
 
-/** Hands out shapes without touching any file: only sizes matter here. */
+export interface MemoryEstimateOptions {
+  target?: 'gpu' | 'cpu';
+  gradientCheckpointing?: boolean;
+  /** LoRA rank (default 16): the LoRA state is small next to the rest. */
+  rank?: number;
+}
+
+/** Hands out shapes without touching any file: only sizes matter here; counts each weight once. */
 class ShapeOnlyLocator implements WeightLocator {
-  bytes = 0;
+  private readonly seen = new Map<string, number>();
   constructor(private readonly dtype: DType) {}
-  take(_name: string, shape: Shape): TensorLocation {
+  get bytes(): number {
+    return [...this.seen.values()].reduce((a, b) => a + b, 0);
+  }
+  take(name: string, shape: Shape): TensorLocation {
     const length = numel(shape) * BYTES_PER_ELEMENT[this.dtype];
-    this.bytes += length;
+    this.seen.set(name, length);
     return { dtype: this.dtype, shape, data: { kind: 'file', path: '/dev/null', offset: 0, length } };
   }
 }
 
 export function estimateTrainingMemory(
   config: UNet2DConditionConfig,
-  shape: { batch: number; latentHeight: number; latentWidth: number; tokens: number; contextDim: number; pooledDim?: number },
+  shape: { batch: number; latentHeight: number; latentWidth: number; tokens: number; contextDim: number },
   dtype: DType,
-  target: 'gpu' | 'cpu' = 'gpu',
+  { target = 'gpu', gradientCheckpointing = false, rank = 16 }: MemoryEstimateOptions = {},
 ): MemoryEstimate {
-  const g = new Graph('memory_estimate');
   const locator = new ShapeOnlyLocator(dtype);
-  const p = new Params(g, locator, { dtype, attention: 'fused' });
-  const { batch, latentHeight, latentWidth, tokens, contextDim } = shape;
-  const out = buildUNet2DCondition(p, config, {
-    sample: g.input('sample', dtype, [batch, config.in_channels, latentHeight, latentWidth]),
-    timestep: g.input('timestep', dtype, [batch]),
-    encoderHiddenStates: g.input('context', dtype, [batch, tokens, contextDim]),
-    ...(shape.pooledDim
-      ? { addedCond: { textEmbeds: g.input('text_embeds', dtype, [batch, shape.pooledDim]), timeIds: g.input('time_ids', dtype, [batch, 6]) } }
-      : {}),
+  const addedCond = addedCondShapeOf(config);
+  const step = buildTrainStepGraph({
+    unetConfig: config,
+    weights: locator,
+    build: { dtype, attention: 'fused', gradientCheckpointing },
+    lora: { rank, alpha: rank, targets: unetTargets('attention') },
+    shape: { ...shape, ...(addedCond ? { addedCond } : {}) },
+    loss: { prediction: 'epsilon' },
+    alphasCumprod: new Array<number>(1000).fill(0.5),
+    adamw: DEFAULT_ADAMW,
+    maxGradNorm: 1,
   });
-  g.output(out, 'out');
-  let activationBytes = 0;
-  for (const n of liveNodes(g)) for (const o of n.outputs) activationBytes += numel(o.shape) * BYTES_PER_ELEMENT[o.dtype];
-  const overhead = target === 'gpu' ? MEMORY_CALIBRATION.overheadBytes : MEMORY_CALIBRATION.cpuOverheadBytes;
-  const peakBytes = locator.bytes + MEMORY_CALIBRATION.activationFactor * activationBytes + overhead;
-  return { weightsBytes: locator.bytes, activationBytes, peakBytes };
+  const liveBytes = peakLiveBytes(step.graph);
+  const c = MEMORY_CALIBRATION;
+  const factor = gradientCheckpointing ? c.liveFactorCheckpointing : c.liveFactor;
+  const fixedBytes = target === 'gpu' ? c.cudaContextBytes + c.fixedBytes : c.cpuFixedBytes;
+  return { weightsBytes: locator.bytes, liveBytes, factor, fixedBytes, peakBytes: locator.bytes + factor * liveBytes + fixedBytes };
 }

@@ -70,6 +70,12 @@ export interface TrainSettings {
    * attention and MLP projections). The text embeddings are then computed every step, not cached.
    */
   trainTextEncoder: boolean;
+  /**
+   * Recompute each UNet ResNet and transformer block's activations in the backward pass instead of
+   * keeping them (less GPU memory, about 10% slower). The same losses and LoRA, so it is not part
+   * of the settings fingerprint: a run may be resumed with it switched either way.
+   */
+  gradientCheckpointing: boolean;
   /** Learning rate of the text encoder LoRA (sd-scripts' text_encoder_lr); undefined = lr. */
   textEncoderLr: number | undefined;
   /** A1111 clip skip: 1 = last layer, 2 = penultimate (then the final LayerNorm). */
@@ -115,6 +121,7 @@ export const DEFAULT_TRAIN_SETTINGS = {
   precision: 'fp16',
   clipSkip: 1,
   trainTextEncoder: false,
+  gradientCheckpointing: false,
   device: 'cpu',
   computePrecision: 'auto',
   logEvery: 1,
@@ -224,6 +231,8 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   checkChoice('precision', s.precision, ['fp16', 'fp32']);
   checkInteger('clipSkip', s.clipSkip, 1, 12);
   if (typeof s.trainTextEncoder !== 'boolean') throw new TrainSettingsError(`trainTextEncoder must be true or false, got ${JSON.stringify(s.trainTextEncoder)}`);
+  if (typeof s.gradientCheckpointing !== 'boolean')
+    throw new TrainSettingsError(`gradientCheckpointing must be true or false, got ${JSON.stringify(s.gradientCheckpointing)}`);
   if (s.textEncoderLr !== undefined) checkNumber('textEncoderLr', s.textEncoderLr, 0, 10, true);
   checkChoice('device', s.device, DEVICES);
   checkChoice('computePrecision', s.computePrecision, ['auto', 'float32', 'float16']);
@@ -234,7 +243,8 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
 
 /**
  * The settings a resumed run must share with the run that wrote the checkpoint for the loss
- * trajectory to continue unchanged (not: steps to go, save cadence, output paths, device).
+ * trajectory to continue unchanged (not: steps to go, save cadence, output paths, device, gradient
+ * checkpointing, which changes memory and speed only).
  */
 export function trajectorySettings(s: TrainSettings): Record<string, unknown> {
   return {

@@ -14,8 +14,10 @@
 // from (seed, e), so a resumed run sees the same batches. Same seed, same data: same losses.
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { segmentOf } from '../autodiff/recompute';
 import { bucketKey, Dataset, makeProblem, prependTrigger, tagFrequency, trainingCaption } from '../data';
 import type { Bucket, DatasetItem } from '../data';
+import type { Graph } from '../graph/graph';
 import { downloadFile } from '../io/download';
 import { openModelFolder, type OpenedModel } from '../io/model-folder';
 import { openSingleFile } from '../io/single-file';
@@ -131,6 +133,8 @@ interface BucketRunner {
 }
 
 const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
+/** The blocks a built graph recomputes in its backward (gradient checkpointing's segments). */
+const recomputedBlocks = (graph: Graph): number => new Set(graph.nodes.map(segmentOf).filter((segment) => segment !== undefined)).size;
 
 export class Trainer {
   readonly events = new TrainEvents();
@@ -285,13 +289,15 @@ export class Trainer {
     let modules: LoraModule[] = [];
     let layout: FlatLoraLayout = { tensors: [], size: 0 };
     let update: { graph: UpdateGraph; session: Session } | undefined;
+    let recomputed = 0;
     for (const key of bucketKeys) {
       const first = samples[byBucket.get(key)![0]];
       const [channels, latentHeight, latentWidth] = first.latents.shape;
       const spec: TrainStepSpec = {
         unetConfig: model.unet.config,
         weights: model.unet.weights,
-        build: { dtype: computeDtype, attention: provider === 'cpu' ? 'composite' : 'fused' },
+        // One spec for every graph built below (the fused step, the text encoder step, the accumulation graphs).
+        build: { dtype: computeDtype, attention: provider === 'cpu' ? 'composite' : 'fused', gradientCheckpointing: s.gradientCheckpointing },
         lora: { rank: s.rank, alpha: s.alpha, targets: unetTargets(s.targets) },
         shape: { batch: s.batch, latentHeight, latentWidth, tokens, contextDim, ...(addedCond ? { addedCond } : {}) },
         loss: { prediction: prediction as PredictionType, minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined },
@@ -323,18 +329,21 @@ export class Trainer {
         });
         modules = step.modules;
         layout = step.layout;
+        recomputed = recomputedBlocks(step.graph);
         const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
         layout = step.layout;
+        recomputed = recomputedBlocks(step.graph);
         const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else {
         const grad = buildGradientGraph(spec);
         modules = grad.network.modules;
         layout = flatLayout(modules);
+        recomputed = recomputedBlocks(grad.graph);
         const session = await Session.fromGraph(grad.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: undefined, gradNames: new Map(grad.params.map((p) => [p.name, p.grad])), inputs: grad.inputs, feeds: {}, ...buffers };
         if (!update) {
@@ -353,6 +362,8 @@ export class Trainer {
       runners.set(key, runner);
     }
     if (modules.length === 0) throw new Error(`${description}: the "${s.targets}" targets match no layer of this UNet`);
+    // Counted from the graphs as built, so the message shows that the setting reached them.
+    if (s.gradientCheckpointing) events.emit('phase', { phase: 'graph', message: `gradient checkpointing: ${recomputed} UNet blocks recomputed in the backward pass` });
 
     // --- state: the LoRA tensors and AdamW moments as flat [P] vectors in `layout` order
     const rng = new Rng(s.seed);
@@ -592,6 +603,7 @@ export class Trainer {
       lrWarmupSteps: s.warmupSteps,
       batchSize: s.batch,
       gradientAccumulation: s.gradAccum,
+      gradientCheckpointing: s.gradientCheckpointing,
       maxGradNorm: s.maxGradNorm,
       minSnrGamma: s.minSnrGamma > 0 ? s.minSnrGamma : undefined,
       noiseOffset: s.noiseOffset,

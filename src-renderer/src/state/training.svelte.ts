@@ -36,6 +36,7 @@ export const DEFAULT_SETTINGS: EditableSettings = {
   noiseOffset: 0,
   maxGradNorm: 1,
   trigger: null,
+  gradientCheckpointing: false,
   previews: [{ prompt: 'a photo', seed: 1, steps: 20, guidance: 7 }],
   previewEvery: 100,
 };

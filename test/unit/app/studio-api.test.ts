@@ -100,6 +100,10 @@ describe('models and estimates', () => {
     expect(estimate.seconds).toBeGreaterThan(0);
     expect(estimate.peakMemoryGiB).toBeGreaterThan(0);
     expect(estimate.notes.join(' ')).toMatch(/Memory: UNet weights/);
+    // the Train screen's checkbox: the estimate follows it
+    const checkpointed = await h['train.estimate']({ settings: settings({ images: join(data, 'shapes'), steps: 80, batch: 2, gradientCheckpointing: true }) as TrainSettingsView });
+    expect(checkpointed.seconds!).toBeGreaterThan(estimate.seconds!);
+    expect(checkpointed.notes.join(' ')).toMatch(/Memory: .*gradient checkpointing/);
   });
 
   it('reports a download that cannot happen as a model.download event with the error', async () => {

@@ -32,6 +32,7 @@ describe('resolveTrainSettings', () => {
     expect(() => resolveTrainSettings({ ...base, resolution: 100 })).toThrow('resolution must be a multiple of 8');
     expect(() => resolveTrainSettings({ ...base, warmupSteps: 10, steps: 5 })).toThrow('warmupSteps must be a whole number from 0 to 5');
     expect(() => resolveTrainSettings({ ...base, checkpoint: 'o.safetensors' })).toThrow('checkpoint and out must be different files');
+    expect(() => resolveTrainSettings({ ...base, gradientCheckpointing: 'yes' as never })).toThrow('gradientCheckpointing must be true or false, got "yes"');
   });
 
   it('fingerprints what changes the trajectory, not the step count of a constant schedule', () => {
@@ -40,5 +41,8 @@ describe('resolveTrainSettings', () => {
     expect(fp({ steps: 10 })).toBe(fp({ steps: 20 }));
     expect(fp({ steps: 10, lrSchedule: 'cosine' })).not.toBe(fp({ steps: 20, lrSchedule: 'cosine' }));
     expect(fp({ lr: 1e-3 })).not.toBe(fp({ lr: 2e-3 }));
+    // gradient checkpointing changes memory and speed, not the losses: a run resumes with it either way
+    expect(fp({ gradientCheckpointing: true })).toBe(fp({ gradientCheckpointing: false }));
+    expect(resolveTrainSettings({ ...base, gradientCheckpointing: true }).gradientCheckpointing).toBe(true);
   });
 });

@@ -1,0 +1,51 @@
+// The most bytes of intermediate tensors alive at once when a graph runs, each value freed after
+// its last reader (graph inputs and outputs live throughout; initializers are not counted), for
+// the node order onnxruntime uses by default: a depth-first walk back from the nodes whose outputs
+// nobody reads, each node placed after its inputs' producers, the latest-built producer visited
+// first (onnxruntime's GraphViewer with its NodeCompare). That order can keep more alive than the
+// build order (a value read by two branches waits for the second), which is why the memory model
+// (train/memory-estimate.ts) uses it.
+import { BYTES_PER_ELEMENT } from './dtype';
+import type { Graph, Node, Value } from './graph';
+import { liveNodes } from './onnx-model';
+import { numel } from './shape';
+
+/** The nodes that reach an output, in onnxruntime's default execution order. */
+export function onnxruntimeOrder(graph: Graph): Node[] {
+  const nodes = liveNodes(graph);
+  const index = new Map(nodes.map((n, i) => [n, i]));
+  const read = new Set<Node>();
+  for (const n of nodes) for (const v of n.inputs) if (v?.producer) read.add(v.producer);
+  const visited = new Set<Node>();
+  const order: Node[] = [];
+  const stack: [Node, boolean][] = nodes.filter((n) => !read.has(n)).reverse().map((n) => [n, false]);
+  while (stack.length > 0) {
+    const [node, leaving] = stack.pop()!;
+    if (leaving) {
+      order.push(node);
+      continue;
+    }
+    if (visited.has(node)) continue;
+    visited.add(node);
+    stack.push([node, true]);
+    const producers = [...new Set(node.inputs.map((v) => v?.producer).filter((p): p is Node => !!p))].sort((a, b) => index.get(a)! - index.get(b)!);
+    for (const p of producers) if (!visited.has(p)) stack.push([p, false]);
+  }
+  return order;
+}
+
+export function peakLiveBytes(graph: Graph, order: readonly Node[] = onnxruntimeOrder(graph)): number {
+  const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];
+  const lastRead = new Map<Value, number>();
+  order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(v, i)));
+  const kept = new Set<Value>(graph.outputs);
+  let live = graph.inputs.reduce((sum, v) => sum + bytes(v), 0);
+  let peak = live;
+  order.forEach((n, i) => {
+    for (const out of n.outputs) live += bytes(out);
+    peak = Math.max(peak, live);
+    for (const v of new Set(n.inputs)) if (v?.producer && lastRead.get(v) === i && !kept.has(v)) live -= bytes(v);
+    for (const out of n.outputs) if (!lastRead.has(out) && !kept.has(out)) live -= bytes(out);
+  });
+  return peak;
+}
