@@ -12,7 +12,7 @@
 //   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
 //                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
-//                    [--gradient-checkpointing] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...]
+//                    [--gradient-checkpointing] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
@@ -33,7 +33,7 @@ import { unetTargets } from '../src-main/engine/lora/targets';
 import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-model';
 import { randomWeightsFor } from '../src-main/engine/models/random-weights';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
-import { Session, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
+import { DeviceTensor, Session, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { Rng } from '../src-main/engine/sample/rng';
@@ -64,6 +64,7 @@ const { values: args } = parseArgs({
     'initializers-outside-arena': { type: 'string' },
     'session-config': { type: 'string', default: '' },
     'gradient-checkpointing': { type: 'boolean', default: false },
+    'state-on-device': { type: 'boolean', default: false },
     'attention-chunk-mib': { type: 'string', default: String(attentionBackward.chunkBytes / 2 ** 20) },
     'build-only': { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
@@ -80,6 +81,8 @@ const dtype = (args.precision ?? (device === 'cpu' ? 'float32' : 'float16')) as 
 const batches = (args.batch ?? '1,4').split(',').map(Number);
 const resolution = Number(args.resolution ?? (args.model === 'sdxl' ? 1024 : realSize ? 512 : 64));
 const cacheDir = args['cache-dir']!;
+// WebGPU: the LoRA weights and moments stay on the device between runs (Session.runOnDevice).
+const stateOnDevice = args['state-on-device']! && device === 'webgpu';
 attentionBackward.chunkBytes = Number(args['attention-chunk-mib']) * 2 ** 20;
 mkdirSync(cacheDir, { recursive: true });
 
@@ -263,6 +266,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     cudnnConvAlgoSearch: 'EXHAUSTIVE',
     ...(args['memory-pattern'] ? { memoryPattern: args['memory-pattern'] === 'on' } : {}),
     ...(args['initializers-outside-arena'] ? { initializersOutsideArena: args['initializers-outside-arena'] === 'on' } : {}),
+    ...(stateOnDevice ? { outputsOnDevice: [step.state.newParams, step.state.newM, step.state.newV] } : {}),
     config: Object.fromEntries(args['session-config']!.split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string])),
     logSeverityLevel: Number(args['ort-log-level']) as 0 | 1 | 2 | 3 | 4,
     ...(args.profile ? { profilePrefix: join(cacheDir, `profile-b${batch}`) } : {}),
@@ -273,7 +277,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const rows = batch * stepsPerRun; // K batches stacked
   const latentShape = [rows, 4, latent, latent];
   const elems = latentShape.reduce((a, b) => a * b, 1);
-  const feeds: Record<string, HostTensor> = {
+  const feeds: Record<string, HostTensor | DeviceTensor> = {
     [step.inputs.latents]: f32(latentShape, randn(elems, 1)),
     [step.inputs.noise]: f32(latentShape, randn(elems, 2)),
     [step.inputs.timesteps]: { dtype: 'int64', shape: [rows], data: BigInt64Array.from({ length: rows }, (_, i) => BigInt((i * 397 + 11) % 1000)) },
@@ -299,7 +303,17 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
       const values = Float32Array.from(perStep, (sv) => sv[name]);
       feeds[name] = stepsPerRun > 1 ? f32([stepsPerRun], values) : f32([], values);
     }
-    const r = await session.run(feeds);
+    if (stateOnDevice) {
+      const previous = [feeds[step.state.params], feeds[step.state.m], feeds[step.state.v]];
+      const { host, device: onDevice } = await session.runOnDevice(feeds);
+      for (const t of previous) if (t instanceof DeviceTensor) t.dispose();
+      feeds[step.state.params] = onDevice[step.state.newParams];
+      feeds[step.state.m] = onDevice[step.state.newM];
+      feeds[step.state.v] = onDevice[step.state.newV];
+      const lossOut = host[step.outputs.loss].data as Float32Array;
+      return lossOut[lossOut.length - 1];
+    }
+    const r = await session.run(feeds as Record<string, HostTensor>);
     feeds[step.state.params] = r[step.state.newParams];
     feeds[step.state.m] = r[step.state.newM];
     feeds[step.state.v] = r[step.state.newV];
@@ -354,7 +368,8 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
     cudaBaselineGiB: baselineGiB === undefined ? null : +baselineGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
-    hostStateMiBPerStep: +((2 * stateBytes) / stepsPerRun / 2 ** 20).toFixed(1),
+    stateOnDevice,
+    hostStateMiBPerStep: stateOnDevice ? 0 : +((2 * stateBytes) / stepsPerRun / 2 ** 20).toFixed(1),
     tflopPerStep: +(flops / stepsPerRun / 1e12).toFixed(4),
     achievedTflops: +((flops / stepsPerRun * itPerSec) / 1e12).toFixed(2),
     fractionOfH100Fp16Peak: device === 'cuda' ? +((flops / stepsPerRun * itPerSec) / 1e12 / H100_DENSE_FP16_TFLOPS).toFixed(4) : null,

@@ -44,6 +44,24 @@ export interface SessionOptions {
   initializersOutsideArena?: boolean;
   /** Further onnxruntime session config entries (e.g. 'session.disable_prepacking': '1'). */
   config?: Record<string, string>;
+  /**
+   * WebGPU only: outputs left on the device (Session.runOnDevice returns them as DeviceTensors,
+   * which feed the next run without a copy through the host). The Node binding offers this for
+   * WebGPU only; on other providers these outputs come back to the host as usual.
+   */
+  outputsOnDevice?: readonly string[];
+}
+
+/**
+ * A tensor a run left on the device (WebGPU): feed it to the next run, or dispose it. There is no
+ * download: Tensor.getData() on a WebGPU buffer aborted the process in onnxruntime-node 1.29 (seen
+ * on the H100), so the trainer does not keep its state on the device yet; the benchmark does.
+ */
+export class DeviceTensor {
+  constructor(readonly inner: ort.Tensor) {}
+  dispose(): void {
+    this.inner.dispose();
+  }
 }
 
 /** A model either as a file (external data resolved beside it) or as bytes plus the files it references. */
@@ -81,6 +99,9 @@ function ortOptions(opts: SessionOptions): ort.InferenceSession.SessionOptions {
     graphOptimizationLevel: opts.optimization ?? 'all',
     logSeverityLevel: opts.logSeverityLevel ?? 3,
     ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
+    ...(opts.provider === 'webgpu' && opts.outputsOnDevice?.length
+      ? { preferredOutputLocation: Object.fromEntries(opts.outputsOnDevice.map((name) => [name, 'gpu-buffer' as const])) }
+      : {}),
     ...((opts.memoryPattern ?? !onCuda(opts)) ? {} : { enableMemPattern: false }),
     extra: sessionConfig(opts),
   };
@@ -123,6 +144,7 @@ export function fromOrtTensor(t: ort.Tensor): HostTensor {
 }
 
 let graphCounter = 0;
+
 
 export class Session {
   private constructor(
@@ -187,6 +209,23 @@ export class Session {
     const out: Record<string, HostTensor> = {};
     for (const [name, t] of Object.entries(result)) out[name] = fromOrtTensor(t);
     return out;
+  }
+
+  /**
+   * Like run, with DeviceTensors allowed as feeds; outputs named in outputsOnDevice (WebGPU) come
+   * back as DeviceTensors, the rest as host tensors.
+   */
+  async runOnDevice(feeds: Record<string, HostTensor | DeviceTensor>): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = t instanceof DeviceTensor ? t.inner : toOrtTensor(t);
+    const result = await this.inner.run(ortFeeds);
+    const host: Record<string, HostTensor> = {};
+    const device: Record<string, DeviceTensor> = {};
+    for (const [name, t] of Object.entries(result)) {
+      if (t.location === 'gpu-buffer') device[name] = new DeviceTensor(t);
+      else host[name] = fromOrtTensor(t);
+    }
+    return { host, device };
   }
 
   /** Stops profiling; onnxruntime writes the trace file (its name starts with profilePrefix). */

@@ -1,0 +1,35 @@
+// runtime/session.ts options that matter on GPUs, checked where CI can run them (the CPU): session
+// config entries reach onnxruntime (a bad value is refused by it, naming the key), the memory
+// options are accepted, and runOnDevice, asked to keep outputs on a device the provider cannot
+// keep them on, returns them on the host with the same values as run.
+import { describe, expect, it } from 'vitest';
+import { Graph } from '../../../src-main/engine/graph/graph';
+import * as op from '../../../src-main/engine/graph/ops';
+import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
+
+function doubler(): Graph {
+  const g = new Graph('doubler');
+  const x = g.input('x', 'float32', [4]);
+  g.output(op.mul(x, 2), 'y');
+  g.output(op.add(x, 1), 'z');
+  return g;
+}
+const x: HostTensor = { dtype: 'float32', shape: [4], data: Float32Array.of(1, 2, 3, 4) };
+
+describe('session options', () => {
+  it('passes session config entries to onnxruntime', async () => {
+    await expect(Session.fromGraph(doubler(), { config: { 'session.load_model_format': 'ORT' } })).rejects.toThrow(); // reads the ONNX bytes as an ORT-format model
+    const s = await Session.fromGraph(doubler(), { config: { 'session.intra_op.allow_spinning': '0' }, memoryPattern: false, initializersOutsideArena: true });
+    expect(Array.from((await s.run({ x })).y.data)).toEqual([2, 4, 6, 8]);
+    await s.release();
+  });
+
+  it('runOnDevice returns the outputs on the host where the provider cannot keep them', async () => {
+    const s = await Session.fromGraph(doubler(), { provider: 'cpu', outputsOnDevice: ['y'] });
+    const { host, device } = await s.runOnDevice({ x });
+    expect(Object.keys(device)).toEqual([]);
+    expect(Array.from(host.y.data)).toEqual([2, 4, 6, 8]);
+    expect(Array.from(host.z.data)).toEqual([2, 3, 4, 5]);
+    await s.release();
+  });
+});
