@@ -20,7 +20,7 @@ describe('session options', () => {
   it('passes session config entries to onnxruntime', async () => {
     await expect(Session.fromGraph(doubler(), { config: { 'session.load_model_format': 'ORT' } })).rejects.toThrow(); // reads the ONNX bytes as an ORT-format model
     const s = await Session.fromGraph(doubler(), { config: { 'session.intra_op.allow_spinning': '0' }, memoryPattern: false, initializersOutsideArena: true });
-    expect(Array.from((await s.run({ x })).y.data)).toEqual([2, 4, 6, 8]);
+    expect(Array.from((await s.run({ x })).y.data as Float32Array)).toEqual([2, 4, 6, 8]);
     await s.release();
   });
 
@@ -28,8 +28,8 @@ describe('session options', () => {
     const s = await Session.fromGraph(doubler(), { provider: 'cpu', outputsOnDevice: ['y'] });
     const { host, device } = await s.runOnDevice({ x });
     expect(Object.keys(device)).toEqual([]);
-    expect(Array.from(host.y.data)).toEqual([2, 4, 6, 8]);
-    expect(Array.from(host.z.data)).toEqual([2, 3, 4, 5]);
+    expect(Array.from(host.y.data as Float32Array)).toEqual([2, 4, 6, 8]);
+    expect(Array.from(host.z.data as Float32Array)).toEqual([2, 3, 4, 5]);
     await s.release();
   });
 });

@@ -1,26 +1,19 @@
 // `lora-studio train` on an SDXL model folder (the tiny-sdxl fixture), run as a user runs it: the
 // resolution defaults to the model's native size, and the LoRA comes out in sd-scripts' SDXL
 // layout, which `lora-studio generate --lora` then applies to the same model.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { readLoraFile } from '../../../src-main/engine/lora/lora-file';
+import { cliIn } from '../../helpers/cli';
 import { goldenDir } from '../../helpers/golden';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'lora-cli-sdxl-'));
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    env: { ...process.env, LORA_STUDIO_HOME: join(work, 'home') },
-  });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = cliIn(join(work, 'home'));
 
 describe('lora-studio train on an SDXL model', () => {
   it('trains, writes an sd-scripts SDXL LoRA, and generate applies it', () => {

@@ -1,0 +1,24 @@
+// Runs the `lora-studio` command line (src-main/cli/main.ts through tsx) in a child process, with
+// LORA_STUDIO_HOME set so that tests never touch the user's folders.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface CliResult {
+  code: number | null;
+  out: string;
+  err: string;
+}
+
+/** A runner of `lora-studio ARGS...` with its home folder in `home`. */
+export function cliIn(home: string): (...args: string[]) => CliResult {
+  return (...args) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      env: { ...process.env, LORA_STUDIO_HOME: home },
+    });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+}
