@@ -58,16 +58,17 @@ export function staticValues(g: Graph): Set<Value> {
 export function recomputeSegment(segment: Segment, anchor: Value, statics: ReadonlySet<Value>): Map<Value, Value> {
   const g = anchor.graph;
   const inside = new Set(segment.nodes.flatMap((n) => n.outputs));
-  const copies = new Map<Value, Value>();
+  const copies = new Map<Value, Value>(); // segment value -> its copy
+  const gated = new Map<Value, Value>(); // large segment input -> input + zero
   let zero: Value | undefined;
   const gate = (x: Value): Value => {
     zero ??= g.scope('recompute_gate', () => {
       const first = op.slice(op.reshape(anchor, [-1]), [0], [1], [0]); // [1]
       return op.cast(op.mul(op.cast(op.cast(first, 'bool'), 'float32'), 0), x.dtype); // [1], always 0
     });
-    const gated = op.add(x, zero.dtype === x.dtype ? zero : op.cast(zero, x.dtype)); // x's shape, equal to x
-    copies.set(x, gated);
-    return gated;
+    let y = gated.get(x);
+    if (!y) gated.set(x, (y = op.add(x, op.cast(zero, x.dtype)))); // x's shape, equal to x
+    return y;
   };
   const source = (v: Value | null): Value | null => {
     if (v === null || statics.has(v)) return v;
@@ -84,7 +85,5 @@ export function recomputeSegment(segment: Segment, anchor: Value, statics: Reado
       node.outputs.forEach((o, i) => copies.set(o, outs[i]));
     }
   });
-  // Only values computed inside the segment are swapped; its gated inputs stay the originals for the rules.
-  for (const key of [...copies.keys()]) if (!inside.has(key)) copies.delete(key);
-  return copies;
+  return copies; // the rules see the originals of the segment's inputs
 }

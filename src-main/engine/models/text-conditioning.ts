@@ -7,8 +7,8 @@
 //   penultimate layer, as diffusers and sd-scripts), concatenated on the last axis, and
 //   text_encoder_2's pooled state through its text_projection (the UNet's text_embeds).
 // Each encoder's weights enter the graph under its diffusers component name ("text_encoder.…",
-// "text_encoder_2.…"): SDXL's two checkpoints use the same key names ("text_model.…"), and Params
-// keeps one copy per name and graph, so without it the second encoder would read the first's.
+// "text_encoder_2.…"): SDXL's two checkpoints use the same key names ("text_model.…"), and
+// initializer names must be unique in a graph.
 //
 //   buildTextConditioning(encoders, inputIds, { clipSkip, build, hooks? }): { hidden, textEmbeds? }
 import type { Value } from '../graph/graph';

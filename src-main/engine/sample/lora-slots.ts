@@ -5,7 +5,7 @@
 // adds  strength * up(down(x))  to its layer's output; alpha / rank is folded into the fed `up`.
 //
 //   slotSpecOf(name, lora): LoraSlotSpec                  the slot an imported LoRA needs
-//   slotHook(component, slots, canonical, next?): { hook, finish }
+//   slotHook(component, slots, next?): { hook, finish }
 //   slotFeeds(component, slots, applications): Record<input name, HostTensor>
 import type { Value } from '../graph/graph';
 import * as op from '../graph/ops';
@@ -51,14 +51,13 @@ const downInputName = (slot: number, m: LoraSlotModule): string => `lora${slot}.
 const upInputName = (slot: number, m: LoraSlotModule): string => `lora${slot}.${m.component}.${m.module}.up`;
 
 /**
- * The hook that adds every slot's adapter to the layers of `component`. `canonical` turns the
- * builder's module name into the slot's naming. Call `finish()` after the build: it throws when a
+ * The hook that adds every slot's adapter to the layers of `component`; the builder reports
+ * modules under the slots' (canonical) names. Call `finish()` after the build: it throws when a
  * slot module was never met (the LoRA does not fit this model).
  */
 export function slotHook(
   component: LoraComponent,
   slots: readonly LoraSlotSpec[],
-  canonical: (module: string) => string,
   next?: LayerHook,
 ): { hook: LayerHook; finish: () => void } {
   const wanted = new Map<string, { slot: number; module: LoraSlotModule }[]>();
@@ -75,7 +74,7 @@ export function slotHook(
 
   const hook: LayerHook = (call: LayerCall): Value => {
     let output = next ? next(call) : call.output;
-    const name = canonical(call.module);
+    const name = call.module;
     const adapters = wanted.get(name);
     if (!adapters) return output;
     seen.add(name);
@@ -92,8 +91,7 @@ export function slotHook(
         );
       let strength = strengths.get(slot);
       // One strength input per slot and graph: SDXL's text graph holds two encoders, each with its own hook.
-      const existing = g.inputs.find((v) => v.name === strengthInputName(slot));
-      if (!strength) strengths.set(slot, (strength = existing ?? g.input(strengthInputName(slot), 'float32', [])));
+      if (!strength) strengths.set(slot, (strength = g.inputs.find((v) => v.name === strengthInputName(slot)) ?? g.input(strengthInputName(slot), 'float32', [])));
       const dtype = call.output.dtype;
       const down = op.cast(g.input(downInputName(slot, module), 'float32', module.downShape), dtype); // [r, in(, k, k)]
       const up = op.cast(g.input(upInputName(slot, module), 'float32', module.upShape), dtype); // [out, r(, 1, 1)]

@@ -177,7 +177,7 @@ export class Generator {
         if (!Number.isInteger(clipSkip) || clipSkip < 1 || clipSkip > limit) throw new Error(`clip skip ${clipSkip} is out of range (1 to ${limit})`);
         const inputIds = components.map((_, i) => g.input(i === 0 ? 'input_ids' : 'input_ids_2', 'int64', [2, this.tokenizer.maxLength])); // [2, 77] each
         // The conditioning training uses too (models/text-conditioning.ts); its hooks see canonical module names.
-        const slots = components.map((component) => slotHook(component, this.slots, (m) => m));
+        const slots = components.map((component) => slotHook(component, this.slots));
         const encoders = { textEncoder: this.model.textEncoder, textEncoder2: this.sdxl ? this.model.textEncoder2 : undefined };
         const buildOptions = { dtype: this.dtype, attention: this.options.attention };
         const { hidden, textEmbeds } = buildTextConditioning(encoders, inputIds, { clipSkip, build: buildOptions, hooks: slots.map((s) => s.hook) });
@@ -207,7 +207,7 @@ export class Generator {
         const addedCond = this.sdxl
           ? { textEmbeds: g.input('text_embeds', 'float32', [n, pooledWidth]), timeIds: g.input('time_ids', 'float32', [n, 6]) } // [N, P], [N, 6]
           : undefined;
-        const { hook, finish } = slotHook('unet', this.slots, (m) => m);
+        const { hook, finish } = slotHook('unet', this.slots);
         const source = weights.view((name) => name);
         const p = new Params(g, source, { dtype: this.dtype, attention: this.options.attention, hook });
         const out: Value = buildUNet2DCondition(p, config, { sample, timestep, encoderHiddenStates: context, addedCond }); // [N, 4, h, w]

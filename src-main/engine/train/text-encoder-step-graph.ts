@@ -122,7 +122,7 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   const lossScale = spec.build.dtype === 'float16' ? g.input('loss_scale', 'float32', []) : undefined;
 
   // The text encoders' LoRAs read their tensors from the text part of the same flat vector; the
-  // UNet's step reads the same views (one cast and one tree of slices for the whole layout).
+  // UNet's step reads the same views (one cast and one slice per tensor for the whole layout).
   const views = flatViews(state.params, layout, spec.build.dtype);
   const textNetworks = textLoraPrefixes(te).map((prefix) => new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }, views));
   const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, textNetworks, inputIds2 ? [inputIds, inputIds2] : [inputIds]));

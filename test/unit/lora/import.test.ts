@@ -33,7 +33,7 @@ async function unetWithLora(lora: ImportedLora): Promise<Float32Array> {
   const timestep = g.input('timestep', 'int64', cases.get('unet.input.timestep')!.shape);
   const ehs = g.input('ehs', 'float32', cases.get('unet.input.encoder_hidden_states')!.shape);
   const slots = [slotSpecOf(lora.name, lora)];
-  const { hook, finish } = slotHook('unet', slots, (m) => m);
+  const { hook, finish } = slotHook('unet', slots);
   const out = buildUNet2DCondition(new Params(g, model.unet.weights.view((n) => n), { dtype: 'float32', hook }), model.unet.config, { sample, timestep, encoderHiddenStates: ehs });
   finish();
   g.output(out, 'out');
