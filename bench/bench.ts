@@ -229,19 +229,25 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const step = stepsPerRun > 1 ? buildMultiStepTrainGraph(spec, stepsPerRun) : buildTrainStepGraph(spec);
   const buildMs = performance.now() - t0;
   const flops = countFlops(step.graph);
+  /** What was built, the same in the build-only and the timed results. */
+  const built = {
+    date: new Date().toISOString().slice(0, 10),
+    resolution,
+    batch,
+    precision: dtype,
+    attention: args.attention,
+    loraRank: rank,
+    stepsPerRun,
+    gradientCheckpointing: args['gradient-checkpointing'],
+    attentionChunkMiB: Number(args['attention-chunk-mib']),
+  };
   if (buildOnly) {
     const t1 = performance.now();
     const proto = serializeModel(step.graph);
     const result = {
       model: args.model,
       buildOnly: true,
-      date: new Date().toISOString().slice(0, 10),
-      resolution,
-      batch,
-      precision: dtype,
-      attention: args.attention,
-      loraRank: rank,
-      stepsPerRun,
+      ...built,
       loraParameters: step.layout.size,
       loraModules: step.layout.tensors.length / 2,
       inputs: step.inputs,
@@ -345,16 +351,8 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     model: args.model === 'tiny' ? 'embedded tiny sd15' : `${args.model} (seeded random weights)`,
     device,
     deviceName: deviceName(),
-    date: new Date().toISOString().slice(0, 10),
-    resolution,
-    batch,
-    precision: dtype,
-    attention: args.attention,
-    loraRank: rank,
-    stepsPerRun,
-    gradientCheckpointing: args['gradient-checkpointing'],
+    ...built,
     memoryPattern: args['memory-pattern'] ?? 'default',
-    attentionChunkMiB: Number(args['attention-chunk-mib']),
     initializersOutsideArena: args['initializers-outside-arena'] ?? 'default',
     sessionConfig: args['session-config'],
     nodes: step.graph.nodes.length,
