@@ -1,18 +1,9 @@
 // The CLI dispatcher, run as a user runs it (a child process through tsx).
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { commands } from '../../../src-main/cli/main';
+import { cliIn } from '../../helpers/cli';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
-
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-  });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = cliIn();
 
 describe('lora-studio CLI', () => {
   it('lists every command of the table in its help', () => {

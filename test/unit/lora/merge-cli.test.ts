@@ -1,27 +1,19 @@
 // `lora-studio merge` run as a user runs it: unmatched LoRA keys are printed, the checkpoint is
 // written in the LDM layout, and a LoRA for another model fails naming the file and shapes.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { decodeSafetensors, SafetensorsFile, writeSafetensors } from '../../../src-main/engine/io/safetensors';
 import { goldenDir } from '../../helpers/golden';
+import { cliIn } from '../../helpers/cli';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'lora-studio-merge-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const model = join(goldenDir('tiny-sd15'), 'model');
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'src-main/cli/main.ts'), ...args], {
-    cwd: repoRoot, // tsx resolves from here; output paths are absolute
-    encoding: 'utf8',
-  });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = cliIn();
 
 describe('lora-studio merge', () => {
   it('merges, lists the keys that fit nothing, writes an LDM-layout checkpoint', () => {

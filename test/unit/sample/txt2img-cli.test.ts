@@ -1,27 +1,18 @@
 // `lora-studio generate` run as a user runs it: the embedded model (made in a temporary
 // LORA_STUDIO_HOME), a LoRA at a strength, a batch of seeds, PNGs with the settings inside.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readPngTextChunks } from '../../../src-main/engine/sample/png-metadata';
 import { parseParameters } from '../../../src-main/engine/sample/txt2img';
 import { goldenDir } from '../../helpers/golden';
+import { cliIn } from '../../helpers/cli';
 
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'lora-studio-generate-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'src-main/cli/main.ts'), ...args], {
-    cwd: repoRoot, // tsx resolves from here; output paths are absolute
-    encoding: 'utf8',
-    env: { ...process.env, LORA_STUDIO_HOME: join(work, 'home') },
-  });
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
+const cli = cliIn(join(work, 'home'));
 
 describe('lora-studio generate', () => {
   it('generates a batch with a LoRA on the embedded model and embeds the settings', () => {

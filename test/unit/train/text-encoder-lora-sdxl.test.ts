@@ -5,7 +5,6 @@
 // SDXL names (and resumes into the diffusers layout), and generation applies both text encoder
 // LoRAs of the file. Also: a copy of the model in real SDXL checkpoints' key layout (both encoders
 // under "text_model.") encodes exactly as the fixture does.
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +30,7 @@ import { Trainer, type TrainerHooks } from '../../../src-main/engine/train/train
 import { ClipTokenizer } from '../../../src-main/engine/tokenizer/clip-tokenizer';
 import { describeDifference, difference } from '../../golden/models/compare';
 import { goldenDir } from '../../helpers/golden';
+import { cliIn } from '../../helpers/cli';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const sampleDataset = join(repoRoot, 'resources', 'sample-dataset');
@@ -346,10 +346,7 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
   }, 120_000);
 
   it('the CLI: train --train-text-encoder on an SDXL folder, and generate --lora applies all of its modules', () => {
-    const cli = (...args: string[]) => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, LORA_STUDIO_HOME: join(work, 'home') } });
-      return { code: r.status, out: r.stdout, err: r.stderr };
-    };
+    const cli = cliIn(join(work, 'home'));
     const out = join(work, 'cli-te.safetensors');
     const trained = cli('train', '--model', modelDir, '--images', sampleDataset, '--out', out, '--steps', '2', '--train-text-encoder', '--te-lr', '1e-3');
     expect(trained.code, trained.err).toBe(0);
