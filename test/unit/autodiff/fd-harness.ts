@@ -11,6 +11,7 @@ import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
 import { numel } from '../../../src-main/engine/graph/shape';
 import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
 import { gradients } from '../../../src-main/engine/autodiff/gradients';
+import { createRandom } from '../../../src-main/engine/data/random';
 
 export interface FdInput {
   name: string;
@@ -50,18 +51,6 @@ export interface FdResult {
   checked: number;
   /** The largest |analytic - numeric| / (|numeric| + max|analytic| * 1e-3) seen, for tuning. */
   worst: number;
-}
-
-/** mulberry32: a small seeded generator so every run checks the same numbers. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The value a number takes when stored in `dtype`. */
@@ -107,7 +96,7 @@ const isFloatType = (t: DType): boolean => t === 'float64' || t === 'float32' ||
 
 /** Runs the finite-difference check of one case; see FdCase. */
 export async function checkGradients(c: FdCase): Promise<FdResult> {
-  const rng = seededRandom(c.seed ?? 1234);
+  const rng = createRandom(c.seed ?? 1234); // seeded: every run checks the same numbers
   const specs = c.inputs.map((inp) => {
     const dtype = inp.dtype ?? c.dtype;
     const n = numel(inp.shape);

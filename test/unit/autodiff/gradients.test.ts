@@ -8,7 +8,8 @@ import * as op from '../../../src-main/engine/graph/ops';
 import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
 import { Session } from '../../../src-main/engine/runtime/session';
 import { gradients, stopGradient, sumToShape } from '../../../src-main/engine/autodiff/gradients';
-import { checkGradients, hostTensor, numbers, seededRandom } from './fd-harness';
+import { createRandom } from '../../../src-main/engine/data/random';
+import { checkGradients, hostTensor, numbers } from './fd-harness';
 
 /** ONNX Floor, an op without a gradient rule (built raw: the op builder has no function for it). */
 const floor = (x: Value): Value => x.graph.addNode('Floor', [x], [{ dtype: x.dtype, shape: x.shape }])[0];
@@ -182,7 +183,7 @@ describe('mixed precision', () => {
   });
 
   it('computes float16 gradients close to the float32 ones on the CPU', async () => {
-    const rng = seededRandom(7);
+    const rng = createRandom(7);
     const values = (n: number): number[] => Array.from({ length: n }, () => 2 * rng() - 1);
     const inputs = { x: values(24), w: values(16), s: values(4) };
     const results: Record<string, number[]>[] = [];

@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createRandom } from '../../../src-main/engine/data/random';
 import { float32ToBfloat16, float32ToFloat16 } from '../../../src-main/engine/io/dtype-convert';
 import {
   decodeSafetensors,
@@ -15,18 +16,6 @@ import { fixturesDir, goldenDir } from '../../helpers/golden';
 
 const work = mkdtempSync(join(tmpdir(), 'safetensors-test-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-/** Deterministic PRNG (mulberry32) so a failing fuzz case can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sample = (): TensorToWrite[] => {
   const w = Float32Array.from({ length: 12 }, (_, i) => i * 0.5 - 2);
@@ -167,7 +156,7 @@ describe('safetensors validation', () => {
   });
 
   it('fuzz: every mutation is accepted or refused with a SafetensorsError naming the file', () => {
-    const random = rng(12345);
+    const random = createRandom(12345); // seeded, so a failing fuzz case can be replayed
     const int = (n: number): number => Math.floor(random() * n);
     const base = encodeSafetensors(sample(), { format: 'pt' });
     const headerEnd = 8 + Number(Buffer.from(base).readBigUInt64LE(0));
