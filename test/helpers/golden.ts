@@ -52,3 +52,36 @@ export function relDiff(a: Float32Array, e: Float32Array): number {
   }
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
+
+/** The input nudged by one part in a million (a fixed pattern), to measure float32 sensitivity. */
+export const nudged = (t: HostTensor): HostTensor => ({ ...t, data: Float32Array.from(t.data as Float32Array, (v, i) => v * (1 + 1e-6 * Math.sin(i * 12.9898))) });
+
+/**
+ * LoRA gradients against the reference, per tensor: ||ours - reference|| / ||reference|| must stay
+ * below max(1e-3, 4 x the tensor's sensitivity), the sensitivity being how far it moves when the
+ * input is nudged (`nudged`). Tensors whose reference gradient is exactly zero are skipped.
+ * Returns how many were compared, how many kept the plain 1e-3 bound, and the worst error / bound.
+ */
+export function compareLoraGradients(
+  names: readonly string[],
+  ours: (name: string) => Float32Array,
+  oursNudged: (name: string) => Float32Array,
+  reference: (name: string) => Float32Array,
+): { compared: number; wellConditioned: number; worst: number; worstName: string } {
+  let worst = 0;
+  let worstName = '';
+  let wellConditioned = 0;
+  let compared = 0;
+  for (const name of names) {
+    const expected = reference(name);
+    if (Math.sqrt(expected.reduce((s, v) => s + v * v, 0)) < 1e-7) continue; // exactly-zero true gradient
+    compared++;
+    const sensitivity = relDiff(oursNudged(name), ours(name));
+    const bound = Math.max(1e-3, 4 * sensitivity);
+    if (bound === 1e-3) wellConditioned++;
+    const ratio = relDiff(ours(name), expected) / bound;
+    if (process.env.GOLDEN_VERBOSE) console.log(name, relDiff(ours(name), expected).toExponential(2), sensitivity.toExponential(2));
+    if (ratio > worst) [worst, worstName] = [ratio, name];
+  }
+  return { compared, wellConditioned, worst, worstName };
+}
