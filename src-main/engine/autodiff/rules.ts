@@ -441,8 +441,11 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   },
 
   // O = softmax(Q K^T * scale) V per head; the probabilities P are recomputed from q and k here
-  // (nothing kept from the fused forward):
-  //   dV = P^T dO, dP = dO V^T, dS = P * (dP - sum(dP * P, -1)), dQ = scale dS K, dK = scale dS^T Q
+  // (nothing kept from the fused forward but its output O):
+  //   dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K, dK = scale dS^T Q
+  // Each pass over an [Lq, Lk] matrix costs far more than anything on [L, D], so the rule makes
+  // as few as it can: write S, softmax (read, write P), dV (read P), dP - delta (write), dS (read
+  // two, write), dQ and dK (read dS): ten.
   'com.microsoft:MultiHeadAttention': (ctx) => {
     const { node, dy } = ctx;
     if (ctx.inputs.length > 3 && ctx.inputs.slice(3).some((v) => v !== null)) unsupported(node, 'bias, masks or past key/value inputs');
@@ -455,10 +458,23 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const kh = splitHeads(k, heads); // [B, H, Lk, D]
     const vh = splitHeads(v, heads); // [B, H, Lk, Dv]
     const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
+    const [batch, , lq, dv] = dOut.shape;
+    const lk = kh.shape[2];
+    // rowsum(dP * P) = dO . O per query (the FlashAttention identity), from the forward's output:
+    // no pass over the [Lq, Lk] matrices. dP - delta then comes out of one matmul of augmented
+    // operands, [dO, -delta] [V, 1]^T, instead of a matmul and a subtraction. The extra columns
+    // are padded to a multiple of 8 so the matmul keeps float16 tensor-core alignment.
+    const extra = Math.ceil((dv + 1) / 8) * 8 - dv;
+    let dOutAug: Value | undefined; // [B, H, Lq, Dv + extra]
+    let vAug: Value | undefined; // [B, H, Lk, Dv + extra]
+    if (ctx.needs[0] || ctx.needs[1]) {
+      const delta = op.reduceSum(op.mul(dOut, splitHeads(ctx.outputs[0], heads)), [-1]); // [B, H, Lq, 1]
+      dOutAug = op.concat([dOut, op.pad(op.neg(delta), [0, 0, 0, 0, 0, 0, 0, extra - 1])], -1); // [B, H, Lq, Dv + extra]
+      const onesColumn = q.graph.constant(Array.from({ length: extra }, (_, i) => (i === 0 ? 1 : 0)), q.dtype, [1, 1, 1, extra]); // [1, 1, 1, extra]
+      vAug = op.concat([vh, op.expand(onesColumn, [batch, heads, lk, extra])], -1); // [B, H, Lk, Dv + extra]
+    }
     // The [Lq, Lk] matrices are recomputed here, a group of heads at a time, so at most about
     // attentionBackward.chunkBytes of them are alive at once (onnxruntime runs the groups in order).
-    const [batch, , lq] = qh.shape;
-    const lk = kh.shape[2];
     const matrixBytes = batch * lq * lk * BYTES_PER_ELEMENT[q.dtype];
     const group = Math.max(1, Math.min(heads, Math.floor(attentionBackward.chunkBytes / matrixBytes)));
     const dqs: Value[] = [];
@@ -466,15 +482,12 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const dvs: Value[] = [];
     for (let h0 = 0; h0 < heads; h0 += group) {
       const part = (x: Value): Value => (group === heads ? x : op.slice(x, [h0], [Math.min(heads, h0 + group)], [1])); // [B, h, ...]
-      const [qc, kc, vc, dOutC] = [part(qh), part(kh), part(vh), part(dOut)];
+      const [qc, kc, dOutC] = [part(qh), part(kh), part(dOut)];
       const probs = op.softmax(op.matmul(qc, transposeLast2(kc)), -1); // [B, h, Lq, Lk]
-      // rowsum(dP * P) = dO . O per query with O = P v (the FlashAttention identity): one matmul that
-      // reads P instead of a multiply and a reduction over the [Lq, Lk] matrices.
-      const deltaC = op.reduceSum(op.mul(dOutC, op.matmul(probs, vc)), [-1]); // [B, h, Lq, 1]
       if (ctx.needs[2]) dvs.push(op.matmul(transposeLast2(probs), dOutC)); // [B, h, Lk, Dv]
-      if (!ctx.needs[0] && !ctx.needs[1]) continue;
-      const dProbs = op.matmul(dOutC, transposeLast2(vc)); // [B, h, Lq, Lk]
-      const dScores = op.mul(probs, op.sub(dProbs, deltaC)); // [B, h, Lq, Lk]: d s = P (dP - rowsum(dP P))
+      if (!dOutAug || !vAug) continue;
+      const dProbsCentered = op.matmul(part(dOutAug), transposeLast2(part(vAug))); // [B, h, Lq, Lk]: dP - rowsum(dP P)
+      const dScores = op.mul(probs, dProbsCentered); // [B, h, Lq, Lk]
       if (ctx.needs[0]) dqs.push(op.mul(op.matmul(dScores, kc), scale)); // [B, h, Lq, D]: dq = scale dS k
       if (ctx.needs[1]) dks.push(op.matmul(transposeLast2(dScores), qc)); // [B, h, Lk, D]: dk = dS^T (scale q)
     }

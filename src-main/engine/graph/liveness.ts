@@ -34,18 +34,27 @@ export function onnxruntimeOrder(graph: Graph): Node[] {
   return order;
 }
 
+/** Ops whose output shares its input's buffer in onnxruntime (no copy, no allocation). */
+const ALIASING_OPS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
+
 export function peakLiveBytes(graph: Graph, order: readonly Node[] = onnxruntimeOrder(graph)): number {
   const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];
+  // Each value's buffer: a Reshape's output is its input's buffer, which lives until the last
+  // read of either (keeping a reshaped view alive keeps the original's bytes, and only once).
+  const bufferOf = new Map<Value, Value>();
+  const buffer = (v: Value): Value => bufferOf.get(v) ?? v;
+  for (const n of order) if (ALIASING_OPS.has(n.op) && n.inputs[0]) bufferOf.set(n.outputs[0], buffer(n.inputs[0]));
   const lastRead = new Map<Value, number>();
-  order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(v, i)));
-  const kept = new Set<Value>(graph.outputs);
+  order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(buffer(v), i)));
+  const kept = new Set<Value>(graph.outputs.map(buffer));
+  const owned = (v: Value): boolean => !!v.producer && buffer(v) === v; // allocated by its producer
   let live = graph.inputs.reduce((sum, v) => sum + bytes(v), 0);
   let peak = live;
   order.forEach((n, i) => {
-    for (const out of n.outputs) live += bytes(out);
+    for (const out of n.outputs) if (owned(out)) live += bytes(out);
     peak = Math.max(peak, live);
-    for (const v of new Set(n.inputs)) if (v?.producer && lastRead.get(v) === i && !kept.has(v)) live -= bytes(v);
-    for (const out of n.outputs) if (!lastRead.has(out) && !kept.has(out)) live -= bytes(out);
+    for (const v of new Set(n.inputs.map((x) => x && buffer(x)))) if (v && owned(v) && lastRead.get(v) === i && !kept.has(v)) live -= bytes(v);
+    for (const out of n.outputs) if (owned(out) && !lastRead.has(out) && !kept.has(out)) live -= bytes(out);
   });
   return peak;
 }

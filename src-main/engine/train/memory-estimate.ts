@@ -25,8 +25,8 @@ const GiB = 2 ** 30;
  * 0.29-0.33 GiB RSS in all); the CPU factor is the GPU's, not separately calibrated.
  */
 export const MEMORY_CALIBRATION = {
-  liveFactor: 1.21,
-  liveFactorCheckpointing: 2.06,
+  liveFactor: 1.245,
+  liveFactorCheckpointing: 2.05,
   cudaContextBytes: 0.65 * GiB,
   fixedBytes: 0.21 * GiB,
   cpuFixedBytes: 0.25 * GiB,

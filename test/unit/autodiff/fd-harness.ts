@@ -31,8 +31,8 @@ export interface FdCase {
   build: (...xs: Value[]) => Value;
   /**
    * The forward that the finite differences evaluate (default: build). Used where onnxruntime's
-   * CPU provider lacks a float64 kernel for a forward op that the gradient graph itself does not
-   * need (the op is pruned from the gradient graph): an equivalent float64 formulation.
+   * CPU provider lacks a float64 kernel for a forward op: an equivalent float64 formulation, which
+   * also replaces that op's output where the gradient graph reads it (the op is then pruned).
    */
   reference?: (...xs: Value[]) => Value;
   /** Central-difference step (default 1e-5 for float64, 1e-2 for float32). */
@@ -109,11 +109,16 @@ export async function checkGradients(c: FdCase): Promise<FdResult> {
   // The gradient graph: loss = sum(build(x) * R), outputs d loss / d x_i.
   const gradGraph = new Graph('fd_gradients');
   const xs = specs.map((s) => gradGraph.input(s.name, s.dtype, s.shape));
+  // Built first (node order stays topological): stands in for the forward op's output below.
+  const yReference = c.reference?.(...xs);
   const y = c.build(...xs);
   const rValues = Array.from({ length: numel(y.shape) }, () => roundTo(y.dtype, 2 * rng() - 1));
   const loss = op.sumAll(op.mul(y, gradGraph.constant(rValues, y.dtype, y.shape))); // []
   const wrtIndex = specs.map((s, i) => (s.wrt ? i : -1)).filter((i) => i >= 0);
   const grads = gradients(loss, wrtIndex.map((i) => xs[i]));
+  // A rule may read the forward op's output (attention reads O); where that op has no float64
+  // kernel, its consumers read the reference's output instead, and the op itself is pruned.
+  if (yReference) for (const n of gradGraph.nodes) (n.inputs as (Value | null)[]).forEach((v, i, inputs) => v === y && (inputs[i] = yReference));
   grads.forEach((g, k) => gradGraph.output(g, `grad_${specs[wrtIndex[k]].name}`));
 
   // The forward graph the differences evaluate.

@@ -5,8 +5,8 @@
 // InstanceNormalization, Resize and com.microsoft MultiHeadAttention):
 // - float64 (step 1e-5, rtol 1e-6): every elementwise op but Erf, MatMul, Gemm, LayerNormalization,
 //   Softmax, the reductions, the shape ops, Where, Gather, Expand; and, through an equivalent
-//   float64 forward (FdCase.reference) while the gradient graph itself runs in float64 because
-//   those rules never read the forward op's output (it is pruned): InstanceNormalization (mean /
+//   float64 forward (FdCase.reference), which also stands in for the op's output where a rule
+//   reads it, so the gradient graph runs in float64 with the op pruned: InstanceNormalization (mean /
 //   variance from reductions), Resize (nearest upsampling as Expand + Reshape) and
 //   MultiHeadAttention (MatMul / Softmax attention).
 // - float32, exact differences: Conv and ConvTranspose (both operands) are linear in each input,
