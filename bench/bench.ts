@@ -86,6 +86,16 @@ const stateOnDevice = args['state-on-device']! && device === 'webgpu';
 attentionBackward.chunkBytes = Number(args['attention-chunk-mib']) * 2 ** 20;
 mkdirSync(cacheDir, { recursive: true });
 
+/** Node count per op type, most frequent first: where the per-node dispatch cost goes. */
+function nodesByOp(graph: { nodes: readonly { op: string; domain: string }[] }): Record<string, number> {
+  const counts = new Map<string, number>();
+  for (const n of graph.nodes) {
+    const key = n.domain ? `${n.domain}:${n.op}` : n.op;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
+}
+
 /** Every weight at offset 0 of one never-read file (--build-only: building and serialising only list locations). */
 class FabricatedLocator implements WeightLocator {
   take(_name: string, shape: Shape): TensorLocation {
@@ -148,6 +158,26 @@ function gpuMemoryPoller(): { stop: () => Promise<number | undefined> } {
     stop: async () => {
       child.kill();
       return peak > 0 ? peak / 1024 : undefined;
+    },
+  };
+}
+
+/**
+ * How busy the GPU is while it runs: the mean of nvidia-smi's utilization.gpu (the share of time a
+ * kernel was running) over the timed steps. Far below 100% means the host does not feed it fast enough.
+ */
+function gpuBusyPoller(): { stop: () => number | undefined } {
+  if (device !== 'cuda' && device !== 'webgpu') return { stop: () => undefined };
+  const samples: number[] = [];
+  const child = spawn('nvidia-smi', ['--query-gpu=utilization.gpu', '--format=csv,noheader,nounits', '-lms', '100'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  child.stdout.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n')) if (line.trim() !== '' && Number.isFinite(Number(line))) samples.push(Number(line));
+  });
+  child.on('error', () => undefined);
+  return {
+    stop: () => {
+      child.kill();
+      return samples.length ? samples.reduce((a, b) => a + b, 0) / samples.length : undefined;
     },
   };
 }
@@ -252,6 +282,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
       loraModules: step.layout.tensors.length / 2,
       inputs: step.inputs,
       nodes: step.graph.nodes.length,
+      nodesByOp: nodesByOp(step.graph),
       protoMiB: +(proto.bytes.byteLength / 2 ** 20).toFixed(1),
       buildS: +(buildMs / 1000).toFixed(2),
       serializeS: +((performance.now() - t1) / 1000).toFixed(2),
@@ -333,11 +364,13 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   for (let i = 0; i < warmup; i++) loss = await runStep((t += stepsPerRun));
   const runs = Math.max(1, Math.round(Number(args.steps) / stepsPerRun));
   const times: number[] = [];
+  const busy = gpuBusyPoller();
   for (let i = 0; i < runs; i++) {
     const s = performance.now();
     loss = await runStep((t += stepsPerRun));
     times.push((performance.now() - s) / stepsPerRun);
   }
+  const gpuBusyPercent = busy.stop();
   const peakGpuGiB = await poller.stop();
   if (args.profile) {
     session.endProfiling();
@@ -364,6 +397,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     serializeS: +(serializeMs / 1000).toFixed(2),
     sessionS: +(sessionMs / 1000).toFixed(2),
     peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
+    gpuBusyPercent: gpuBusyPercent === undefined ? null : +gpuBusyPercent.toFixed(1),
     cudaBaselineGiB: baselineGiB === undefined ? null : +baselineGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
     stateOnDevice,
