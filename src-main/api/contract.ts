@@ -126,10 +126,17 @@ export interface TrainSettingsView {
   noiseOffset: number;
   maxGradNorm: number | null;
   trigger: string | null;
-  /** Also train a LoRA on the CLIP text encoder (SDXL: both of them); its captions are then not cached. */
+  /** Also train a LoRA on the CLIP text encoder (SDXL: both of them, see textEncoders); its captions are then not cached. */
   trainTextEncoder?: boolean;
+  /**
+   * SDXL: which text encoders trainTextEncoder trains: 'all' (default), or only '1' (text_encoder)
+   * or '2' (text_encoder_2). Used only while trainTextEncoder is on; '2' fails on SD 1.x/2.x models.
+   */
+  textEncoders?: 'all' | '1' | '2';
   /** Recompute the UNet blocks' activations in the backward: less GPU memory, about 10% slower, same result. */
   gradientCheckpointing?: boolean;
+  /** Optimizer steps per GPU run (default 1): faster on GPUs, more memory, same result; UNet-only training without accumulation. */
+  stepsPerRun?: number;
   /** Preview prompts sampled every `previewEvery` steps and at the start (baseline). */
   previews: { prompt: string; seed: number; steps: number; guidance: number }[];
   previewEvery: number;

@@ -2,7 +2,7 @@
 // left out, the presets, and the time / memory estimate shown before a run.
 import type { OpenedModel } from '../engine/io/model-folder';
 import { estimateTrainingMemory } from '../engine/train/memory-estimate';
-import { DEFAULT_TRAIN_SETTINGS, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
+import { DEFAULT_TRAIN_SETTINGS, MAX_STEPS_PER_RUN, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
 import { ApiError } from './errors';
 import { EMBEDDED_MODEL_ID } from './views';
@@ -98,7 +98,10 @@ export function engineSettings(view: TrainSettingsView, folders: { modelsDir: st
       saveEvery: view.saveEvery,
       trigger: view.trigger ?? undefined,
       trainTextEncoder: view.trainTextEncoder ?? false,
+      // the choice stays in the view while the box is unticked; it means nothing then
+      textEncoders: view.trainTextEncoder ? view.textEncoders : undefined,
       gradientCheckpointing: view.gradientCheckpointing ?? false,
+      stepsPerRun: view.stepsPerRun ?? 1,
       device: view.device,
       resume,
       // Step events every step: the studio draws every loss point.
@@ -171,6 +174,10 @@ export function estimateRun(
     );
   }
   const checkpointing = view.gradientCheckpointing ?? false;
+  const stepsPerRun = view.stepsPerRun ?? 1;
+  // The estimate builds a graph of this many steps: refuse what the run would refuse.
+  if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1 || stepsPerRun > MAX_STEPS_PER_RUN)
+    throw new ApiError('bad-settings', `Training settings: stepsPerRun must be a whole number from 1 to ${MAX_STEPS_PER_RUN}, got ${stepsPerRun}.`);
   if (checkpointing && seconds !== null) {
     seconds *= CHECKPOINTING_TIME_FACTOR;
     notes.push('Time: about 9% longer with gradient checkpointing (the UNet blocks run their forward twice; 8% fewer steps/s measured on an H100).');
@@ -185,13 +192,13 @@ export function estimateRun(
     unet.config,
     { batch: view.batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: [unet.config.cross_attention_dim].flat()[0]! },
     dtype,
-    { target: view.device === 'cpu' ? 'cpu' : 'gpu', gradientCheckpointing: checkpointing, rank: view.rank },
+    { target: view.device === 'cpu' ? 'cpu' : 'gpu', gradientCheckpointing: checkpointing, rank: view.rank, stepsPerRun },
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
   const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
     `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + ${memory.factor} x ${gib(memory.liveBytes)} GiB of tensors alive at once in a step ` +
-      `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}) + ${gib(memory.fixedBytes)} GiB fixed ` +
+      `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}${stepsPerRun > 1 ? `, ${stepsPerRun} steps per run` : ''}) + ${gib(memory.fixedBytes)} GiB fixed ` +
       `(${view.device === 'cpu' ? 'the process itself' : 'CUDA context and runtime'}; the factor is calibrated on H100 peaks).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };

@@ -35,7 +35,10 @@ export const trainCommand: CliCommand = {
   --min-snr-gamma <x>      min-SNR weighting, 0 = off (default ${d.minSnrGamma})
   --noise-offset <x>       noise offset (default ${d.noiseOffset})
   --clip-skip <n>          1 = last CLIP layer, 2 = penultimate (default ${d.clipSkip})
-  --train-text-encoder     also train a LoRA on the CLIP text encoder (SDXL: on both; no text cache then)
+  --train-text-encoder [all|1|2]
+                           also train a LoRA on the CLIP text encoder (no text cache then): all
+                           (the default; SDXL: both), or on SDXL only 1 (text_encoder, lora_te1) or
+                           2 (text_encoder_2, lora_te2); the other one stays frozen
   --te-lr <x>              the text encoder LoRA's learning rate (default: --lr)
   --gradient-checkpointing less GPU memory, ~10% slower: recompute each UNet block's activations in
                            the backward pass (same losses; a run may be resumed with it on or off)
@@ -49,6 +52,8 @@ export const trainCommand: CliCommand = {
   --device <d>             cpu | cuda | dml | webgpu (default ${d.device})
   --compute-precision <p>  auto | float32 | float16: the frozen model's precision; auto = float16 on
                            GPUs (float32 LoRA weights, dynamic loss scaling), float32 on the CPU
+  --steps-per-run <n>      several optimizer steps per GPU run: faster on GPUs, more memory (default
+                           ${d.stepsPerRun}; same losses; UNet-only training without --grad-accum)
   --log-every <n>          progress every n steps (default: 1 on a terminal, 10 otherwise)
   --title <text>           title in the file's metadata (default: the output file name)`,
 
@@ -84,7 +89,7 @@ export const trainCommand: CliCommand = {
     const onSigint = (): void => {
       interrupts++;
       if (interrupts === 1) {
-        log('stopping after this step (Ctrl-C again to quit without saving)...');
+        log(`stopping after this ${settings.stepsPerRun > 1 ? `run of ${settings.stepsPerRun} steps` : 'step'} (Ctrl-C again to quit without saving)...`);
         trainer.stop();
       } else {
         process.exit(130);
@@ -135,11 +140,37 @@ class ProgressLine {
 
 type Values = ReturnType<typeof parseCliArgs>;
 
+const TEXT_ENCODER_CHOICES = ['all', '1', '2'] as const;
+
+/**
+ * `--train-text-encoder` alone trains all text encoders; `--train-text-encoder 1` (or `=1`) picks
+ * one. parseArgs has no options with an optional value, so the value is taken out here first.
+ */
+function takeTextEncoderChoice(args: string[]): { rest: string[]; textEncoders: TrainSettingsInput['textEncoders'] } {
+  const rest: string[] = [];
+  let given: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg.startsWith('--train-text-encoder=')) {
+      given = arg.slice('--train-text-encoder='.length);
+      rest.push('--train-text-encoder');
+      continue;
+    }
+    rest.push(arg);
+    if (arg === '--train-text-encoder' && i + 1 < args.length && !args[i + 1].startsWith('-')) given = args[++i];
+  }
+  if (given === undefined) return { rest, textEncoders: undefined };
+  const choice = TEXT_ENCODER_CHOICES.find((c) => c === given.trim().toLowerCase());
+  if (!choice) throw new CliUsageError(`--train-text-encoder takes all, 1 or 2 (which text encoders to train), got "${given}".`);
+  return { rest, textEncoders: choice };
+}
+
 function parseCliArgs(args: string[]) {
   const string = { type: 'string' } as const;
+  const { rest, textEncoders } = takeTextEncoderChoice(args);
   try {
-    return parseArgs({
-      args,
+    const { values } = parseArgs({
+      args: rest,
       options: {
         images: string, out: string, model: string, 'models-dir': string, 'cache-dir': string, rank: string, alpha: string,
         targets: string, steps: string, lr: string, 'lr-schedule': string, 'warmup-steps': string, batch: string,
@@ -147,11 +178,12 @@ function parseCliArgs(args: string[]) {
         'min-snr-gamma': string, 'noise-offset': string, 'clip-skip': string, trigger: string, seed: string,
         'save-every': string, checkpoint: string, resume: string, format: string, precision: string, device: string,
         'log-every': string, title: string, 'compute-precision': string, 'train-text-encoder': { type: 'boolean' }, 'te-lr': string,
-        'gradient-checkpointing': { type: 'boolean' },
+        'gradient-checkpointing': { type: 'boolean' }, 'steps-per-run': string,
       },
       allowPositionals: false,
       strict: true,
-    }).values;
+    });
+    return { ...values, textEncoders };
   } catch (err) {
     throw new CliUsageError((err as Error).message);
   }
@@ -189,6 +221,7 @@ function settingsFromArgs(v: Values): TrainSettingsInput {
     noiseOffset: num('noise-offset', v['noise-offset']),
     clipSkip: num('clip-skip', v['clip-skip']),
     trainTextEncoder: v['train-text-encoder'],
+    textEncoders: v.textEncoders,
     textEncoderLr: num('te-lr', v['te-lr']),
     gradientCheckpointing: v['gradient-checkpointing'],
     trigger: v.trigger,
@@ -200,6 +233,7 @@ function settingsFromArgs(v: Values): TrainSettingsInput {
     precision: v.precision as TrainSettingsInput['precision'],
     device: v.device as TrainSettingsInput['device'],
     computePrecision: v['compute-precision'] as TrainSettingsInput['computePrecision'],
+    stepsPerRun: num('steps-per-run', v['steps-per-run']),
     logEvery: num('log-every', v['log-every']),
     title: v.title,
   };

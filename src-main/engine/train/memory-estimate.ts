@@ -15,7 +15,8 @@ import type { UNet2DConditionConfig } from '../io/configs';
 import { unetTargets } from '../lora/targets';
 import type { TensorLocation, WeightLocator } from '../nn/params';
 import { DEFAULT_ADAMW } from './adamw';
-import { addedCondShapeOf, buildTrainStepGraph } from './train-step-graph';
+import { buildMultiStepTrainGraph } from './multi-step-graph';
+import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from './train-step-graph';
 
 const GiB = 2 ** 30;
 
@@ -46,6 +47,8 @@ export interface MemoryEstimateOptions {
   gradientCheckpointing?: boolean;
   /** LoRA rank (default 16): the LoRA state is small next to the rest. */
   rank?: number;
+  /** Optimizer steps per session run (settings.stepsPerRun, default 1): the multi-step graph's peak then. */
+  stepsPerRun?: number;
 }
 
 /** Hands out shapes without touching any file: only sizes matter here; counts each weight once. */
@@ -74,12 +77,12 @@ export function estimateTrainingMemory(
   config: UNet2DConditionConfig,
   shape: { batch: number; latentHeight: number; latentWidth: number; tokens: number; contextDim: number },
   dtype: DType,
-  { target = 'gpu', gradientCheckpointing = false, rank = 16 }: MemoryEstimateOptions = {},
+  { target = 'gpu', gradientCheckpointing = false, rank = 16, stepsPerRun = 1 }: MemoryEstimateOptions = {},
 ): MemoryEstimate {
-  const key = JSON.stringify([config, shape, dtype, target, gradientCheckpointing, rank]);
+  const key = JSON.stringify([config, shape, dtype, target, gradientCheckpointing, rank, stepsPerRun]);
   const known = recentEstimates.get(key);
   if (known) return { ...known };
-  const estimate = buildAndEstimate(config, shape, dtype, target, gradientCheckpointing, rank);
+  const estimate = buildAndEstimate(config, shape, dtype, target, gradientCheckpointing, rank, stepsPerRun);
   recentEstimates.set(key, estimate);
   if (recentEstimates.size > RECENT_ESTIMATES) recentEstimates.delete(recentEstimates.keys().next().value!);
   return { ...estimate };
@@ -92,10 +95,11 @@ function buildAndEstimate(
   target: 'gpu' | 'cpu',
   gradientCheckpointing: boolean,
   rank: number,
+  stepsPerRun: number,
 ): MemoryEstimate {
   const locator = new ShapeOnlyLocator(dtype);
   const addedCond = addedCondShapeOf(config);
-  const step = buildTrainStepGraph({
+  const spec: TrainStepSpec = {
     unetConfig: config,
     weights: locator,
     build: { dtype, attention: 'fused', gradientCheckpointing },
@@ -105,7 +109,8 @@ function buildAndEstimate(
     alphasCumprod: new Array<number>(1000).fill(0.5),
     adamw: DEFAULT_ADAMW,
     maxGradNorm: 1,
-  });
+  };
+  const step = stepsPerRun > 1 ? buildMultiStepTrainGraph(spec, stepsPerRun) : buildTrainStepGraph(spec);
   const liveBytes = peakLiveBytes(step.graph);
   const c = MEMORY_CALIBRATION;
   const factor = gradientCheckpointing ? c.liveFactorCheckpointing : c.liveFactor;

@@ -16,6 +16,7 @@ import { openSingleFile } from '../io/single-file';
 import type { LoraTargetSet } from '../lora/targets';
 import type { ProviderName } from '../runtime/providers';
 import type { LrScheduleName } from './lr-schedule';
+import type { TextEncoderChoice } from './text-encoder-step-graph';
 
 export type LoraFileFormat = 'kohya' | 'diffusers';
 export type SavePrecision = 'fp16' | 'fp32';
@@ -67,9 +68,16 @@ export interface TrainSettings {
   trigger: string | undefined;
   /**
    * Also train a LoRA on the CLIP text encoder (SD 1.x/2.x; kohya 'lora_te_*' modules on the
-   * attention and MLP projections). The text embeddings are then computed every step, not cached.
+   * attention and MLP projections; SDXL: 'lora_te1_*' and 'lora_te2_*', see textEncoders). The text
+   * embeddings are then computed every step, not cached.
    */
   trainTextEncoder: boolean;
+  /**
+   * Which text encoders trainTextEncoder trains: 'all' (SD 1.x/2.x: its one; SDXL: both), or only
+   * SDXL's first ('1', text_encoder) or second ('2', text_encoder_2); the other one then conditions
+   * the UNet as in UNet-only training, frozen. Anything but 'all' needs trainTextEncoder on.
+   */
+  textEncoders: TextEncoderChoice;
   /**
    * Recompute each UNet ResNet and transformer block's activations in the backward pass instead of
    * keeping them (less GPU memory, about 10% slower). The same losses and LoRA, so it is not part
@@ -86,6 +94,14 @@ export interface TrainSettings {
    * (with float32 LoRA master weights, float32 optimizer state and dynamic loss scaling).
    */
   computePrecision: 'auto' | 'float32' | 'float16';
+  /**
+   * Optimizer steps per session run (multi-step-graph.ts): the LoRA weights and AdamW moments go to
+   * the device and back once per run instead of once per step, which is faster on GPUs and needs
+   * more memory. The same losses and LoRA as 1, so it is not part of the settings fingerprint.
+   * UNet-only training without gradient accumulation. Checkpoints, previews and stop() fall between
+   * runs; a run ends early at those steps, at the last step and at a bucket change (it still computes N steps).
+   */
+  stepsPerRun: number;
   /** Event `progress` every N steps (the CLI's bar); 1 = every step. */
   logEvery: number;
   /** Title in the file's modelspec metadata; default the output file name. */
@@ -121,15 +137,20 @@ export const DEFAULT_TRAIN_SETTINGS = {
   precision: 'fp16',
   clipSkip: 1,
   trainTextEncoder: false,
+  textEncoders: 'all',
   gradientCheckpointing: false,
   device: 'cpu',
   computePrecision: 'auto',
+  stepsPerRun: 1,
   logEvery: 1,
 } as const satisfies Partial<TrainSettings>;
 
 const LR_SCHEDULES: readonly LrScheduleName[] = ['constant', 'constant_with_warmup', 'cosine', 'linear'];
 const TARGET_SETS: readonly LoraTargetSet[] = ['attention', 'transformer', 'transformer+conv'];
 const DEVICES: readonly ProviderName[] = ['cpu', 'cuda', 'dml', 'webgpu'];
+/** The graph holds this many chained steps: its size and build time grow with it. */
+export const MAX_STEPS_PER_RUN = 64;
+const TEXT_ENCODER_CHOICES: readonly TextEncoderChoice[] = ['all', '1', '2'];
 
 export class TrainSettingsError extends Error {
   constructor(message: string) {
@@ -231,12 +252,22 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
   checkChoice('precision', s.precision, ['fp16', 'fp32']);
   checkInteger('clipSkip', s.clipSkip, 1, 12);
   if (typeof s.trainTextEncoder !== 'boolean') throw new TrainSettingsError(`trainTextEncoder must be true or false, got ${JSON.stringify(s.trainTextEncoder)}`);
+  if (!TEXT_ENCODER_CHOICES.includes(s.textEncoders))
+    throw new TrainSettingsError(`textEncoders must be "all", "1" or "2" (which text encoders to train), got ${JSON.stringify(s.textEncoders)}`);
+  if (s.textEncoders !== 'all' && !s.trainTextEncoder)
+    throw new TrainSettingsError(`textEncoders "${s.textEncoders}" picks the text encoder to train, but trainTextEncoder is off; turn it on (CLI: --train-text-encoder ${s.textEncoders})`);
   if (typeof s.gradientCheckpointing !== 'boolean')
     throw new TrainSettingsError(`gradientCheckpointing must be true or false, got ${JSON.stringify(s.gradientCheckpointing)}`);
   if (s.textEncoderLr !== undefined) checkNumber('textEncoderLr', s.textEncoderLr, 0, 10, true);
   checkChoice('device', s.device, DEVICES);
   checkChoice('computePrecision', s.computePrecision, ['auto', 'float32', 'float16']);
   checkInteger('logEvery', s.logEvery, 1);
+  checkInteger('stepsPerRun', s.stepsPerRun, 1, MAX_STEPS_PER_RUN);
+  // The multi-step graph chains the fused UNet-only step; the other training graphs have no K-step form yet.
+  if (s.stepsPerRun > 1 && s.gradAccum > 1)
+    throw new TrainSettingsError(`stepsPerRun (--steps-per-run) above 1 does not work with gradient accumulation (gradAccum ${s.gradAccum}); use a larger batch, or stepsPerRun 1`);
+  if (s.stepsPerRun > 1 && s.trainTextEncoder)
+    throw new TrainSettingsError(`stepsPerRun (--steps-per-run) above 1 does not work with text encoder training (trainTextEncoder) yet; use stepsPerRun 1`);
   if (s.trigger !== undefined && s.trigger.trim() === '') s.trigger = undefined;
   return s;
 }
@@ -244,7 +275,7 @@ export function resolveTrainSettings(input: TrainSettingsInput): TrainSettings {
 /**
  * The settings a resumed run must share with the run that wrote the checkpoint for the loss
  * trajectory to continue unchanged (not: steps to go, save cadence, output paths, device, gradient
- * checkpointing, which changes memory and speed only).
+ * checkpointing and steps per run, which change memory and speed only).
  */
 export function trajectorySettings(s: TrainSettings): Record<string, unknown> {
   return {
@@ -267,8 +298,11 @@ export function trajectorySettings(s: TrainSettings): Record<string, unknown> {
     seed: s.seed,
     trigger: s.trigger ?? null,
     clipSkip: s.clipSkip,
-    // only when on, so UNet-only runs keep their fingerprint (and resume their old checkpoints quietly)
-    ...(s.trainTextEncoder ? { trainTextEncoder: true, textEncoderLr: s.textEncoderLr ?? s.lr } : {}),
+    // only when on, so UNet-only runs keep their fingerprint (and resume their old checkpoints quietly);
+    // textEncoders only when one encoder is picked, so runs of all encoders keep theirs too
+    ...(s.trainTextEncoder
+      ? { trainTextEncoder: true, ...(s.textEncoders !== 'all' ? { textEncoders: s.textEncoders } : {}), textEncoderLr: s.textEncoderLr ?? s.lr }
+      : {}),
   };
 }
 

@@ -6,8 +6,11 @@
 // - SDXL: both encoders, prefixes 'lora_te1' and 'lora_te2' as sd-scripts names them; the batch
 //   feeds input_ids and input_ids_2 (each tokenizer's own ids) and the time ids, while
 //   encoder_hidden_states and text_embeds (text_encoder_2's pooled projection) come from the encoders.
+//   `trains` may pick one of the two ('1' or '2'): only that one gets a LoRA, the other still runs
+//   in the graph, frozen and built as the feature cache builds it, so its part of the conditioning
+//   is the cached one (it has no LoRA tensors, so nothing flows back into it).
 // All LoRAs live in one flat state vector: the UNet tensors first, in exactly the layout of the
-// UNet-only graph, then the first text encoder's, then the second's, so the optimizer, checkpoints
+// UNet-only graph, then the first trained text encoder's, then the second's, so the optimizer, checkpoints
 // and the host loop stay the same. The text encoders may have their own learning rate (sd-scripts'
 // --text_encoder_lr, one for both): AdamW then gets a per-element learning rate, lr for the UNet
 // part and lr * ratio for the text encoder part.
@@ -15,7 +18,7 @@
 //   buildTextEncoderTrainStepGraph(spec, textEncoder): TextEncoderTrainStepGraph
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
-import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraModule, type LoraPrefix } from '../lora/lora-network';
+import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraModule, type LoraPrefix, type LoraTensorSource } from '../lora/lora-network';
 import { textEncoderTargets } from '../lora/targets';
 import type { CLIPTextConfig } from '../models/clip-text-model';
 import type { WeightLocator } from '../nn/params';
@@ -44,7 +47,15 @@ export interface TextEncoderTrainSpec {
   clipSkip: number;
   /** Text encoder learning rate / UNet learning rate, for both encoders; 1 (default) = one learning rate. */
   lrRatio?: number;
+  /** Which encoders get a LoRA (default 'all'); '2' needs textEncoder2. */
+  trains?: TextEncoderChoice;
 }
+
+/**
+ * The text encoders a run trains: 'all' of them (SD 1.x/2.x: its one), or SDXL's first
+ * ('1', text_encoder, CLIP ViT-L) or second ('2', text_encoder_2, OpenCLIP ViT-bigG) only.
+ */
+export type TextEncoderChoice = 'all' | '1' | '2';
 
 /**
  * The batch inputs: token ids replace the cached encoder hidden states (and, SDXL, the cached
@@ -54,27 +65,44 @@ export type TextTrainBatchInputs = Omit<TrainBatchInputs, 'encoderHiddenStates' 
 
 export interface TextEncoderTrainStepGraph extends Omit<TrainStepGraph, 'network' | 'inputs'> {
   inputs: TextTrainBatchInputs;
-  /** Every trained module in layout order: the UNet's, then the text encoders' ('lora_te_…', SDXL 'lora_te1_…' then 'lora_te2_…'). */
+  /** Every trained module in layout order: the UNet's, then the trained text encoders' ('lora_te_…', SDXL 'lora_te1_…' then 'lora_te2_…'). */
   modules: LoraModule[];
   /** Where the text encoder part starts in the flat state (= the UNet-only layout's size). */
   textEncoderOffset: number;
 }
 
-/** sd-scripts' LoRA prefixes: 'lora_te' for SD 1.x/2.x's one encoder, 'lora_te1' / 'lora_te2' for SDXL's two. */
-const textLoraPrefixes = (te: TextEncoderTrainSpec): LoraPrefix[] => (te.textEncoder2 ? ['lora_te1', 'lora_te2'] : ['lora_te']);
-
-/** The conditioning on `inputIds` (one per encoder) with `networks[i]` attached to encoder i. */
-function conditionWith(spec: TrainStepSpec, te: TextEncoderTrainSpec, networks: readonly LoraNetwork[], inputIds: readonly Value[]): TextConditioning {
-  const encoders = { textEncoder: { config: te.config, weights: te.weights }, textEncoder2: te.textEncoder2 };
-  return buildTextConditioning(encoders, inputIds, { clipSkip: te.clipSkip, build: spec.build, hooks: networks.map((n) => n.hook()) });
+/**
+ * sd-scripts' LoRA prefix of each encoder, undefined for a frozen one: 'lora_te' for SD 1.x/2.x's
+ * one encoder, 'lora_te1' / 'lora_te2' for SDXL's two.
+ */
+function textLoraPrefixes(te: TextEncoderTrainSpec): (LoraPrefix | undefined)[] {
+  const trains = te.trains ?? 'all';
+  if (!te.textEncoder2) {
+    if (trains === '2') throw new Error('text encoder training: text encoder 2 chosen, but the model has one text encoder (only SDXL has text_encoder_2)');
+    return ['lora_te'];
+  }
+  return [trains === '2' ? undefined : 'lora_te1', trains === '1' ? undefined : 'lora_te2'];
 }
 
-/** Each text encoder's LoRA modules, found by building the conditioning once in a scratch graph. */
+/** One LoRA network per trained encoder, in encoder order; undefined where the encoder is frozen. */
+function textNetworksOf(spec: TrainStepSpec, te: TextEncoderTrainSpec, views?: LoraTensorSource): (LoraNetwork | undefined)[] {
+  return textLoraPrefixes(te).map((prefix) => prefix && new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }, views));
+}
+
+/** The conditioning on `inputIds` (one per encoder) with `networks[i]` attached to encoder i (none: frozen). */
+function conditionWith(spec: TrainStepSpec, te: TextEncoderTrainSpec, networks: readonly (LoraNetwork | undefined)[], inputIds: readonly Value[]): TextConditioning {
+  const encoders = { textEncoder: { config: te.config, weights: te.weights }, textEncoder2: te.textEncoder2 };
+  return buildTextConditioning(encoders, inputIds, { clipSkip: te.clipSkip, build: spec.build, hooks: networks.map((n) => n?.hook()) });
+}
+
+const trainedOnly = (networks: readonly (LoraNetwork | undefined)[]): LoraNetwork[] => networks.filter((n) => n !== undefined);
+
+/** Each trained text encoder's LoRA modules, found by building the conditioning once in a scratch graph. */
 function discoverTextEncoderModules(spec: TrainStepSpec, te: TextEncoderTrainSpec, tokens: number): LoraModule[] {
   const g = new Graph('lora_te_discovery');
-  const networks = textLoraPrefixes(te).map((prefix) => new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }));
+  const networks = textNetworksOf(spec, te);
   conditionWith(spec, te, networks, networks.map((_, i) => g.input(`input_ids_${i}`, 'int64', [1, tokens]))); // [1, 77] each
-  return networks.flatMap((n) => n.modules);
+  return trainedOnly(networks).flatMap((n) => n.modules);
 }
 
 /** `tail` placed after `head` in one flat vector. */
@@ -124,8 +152,9 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   // The text encoders' LoRAs read their tensors from the text part of the same flat vector; the
   // UNet's step reads the same views (one cast and one slice per tensor for the whole layout).
   const views = flatViews(state.params, layout, spec.build.dtype);
-  const textNetworks = textLoraPrefixes(te).map((prefix) => new LoraNetwork({ ...spec.lora, prefix, targets: textEncoderTargets }, views));
-  const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, textNetworks, inputIds2 ? [inputIds, inputIds2] : [inputIds]));
+  const encoderNetworks = textNetworksOf(spec, te, views);
+  const textNetworks = trainedOnly(encoderNetworks);
+  const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, encoderNetworks, inputIds2 ? [inputIds, inputIds2] : [inputIds]));
   const context = conditioning.hidden; // [B, 77, C]
   const added = timeIds && { textEmbeds: conditioning.textEmbeds!, timeIds }; // SDXL: [B, P], [B, 6]
 

@@ -6,7 +6,7 @@
 //   const trainer = new Trainer(resolveTrainSettings({ images, out, ... }), { onPreview?, previewEvery? })
 //   trainer.events.on('step', (e) => ...)        see events.ts
 //   const result = await trainer.run()           resolves after the LoRA is written (or rejects)
-//   trainer.stop()                               finish the current step, checkpoint, write, resolve
+//   trainer.stop()                               finish the current step (session run), checkpoint, write, resolve
 //
 // Reproducibility: every random number comes from sample/rng.ts. The LoRA init and then the
 // per-step draws (per sample, in order: timestep, latent sample, noise, noise offset) use one Rng
@@ -27,7 +27,7 @@ import { unetTargets } from '../lora/targets';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../models/embedded-tiny-model';
 import { chooseProvider, Session, type HostTensor } from '../runtime/session';
 import { NoiseSchedule } from '../sample/noise-schedule';
-import { Rng } from '../sample/rng';
+import { Rng, type RngState } from '../sample/rng';
 import { buildGradientGraph, buildUpdateGraph, type UpdateGraph } from './accumulation-graphs';
 import { adamwStepValues, DEFAULT_ADAMW, type AdamWConfig } from './adamw';
 import { checkResumable, loadCheckpoint, newCheckpointInfo, saveCheckpoint, type CheckpointState } from './checkpoint';
@@ -35,6 +35,7 @@ import type { PredictionType } from './diffusion-loss';
 import { TrainEvents } from './events';
 import { componentIdentity, FeatureCache, type CachedLatents, type CachedText } from './feature-cache';
 import { learningRateAt } from './lr-schedule';
+import { buildMultiStepTrainGraph } from './multi-step-graph';
 import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
 import { buildTextEncoderTrainStepGraph, type TextTrainBatchInputs } from './text-encoder-step-graph';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
@@ -90,6 +91,8 @@ export async function openTrainingModel(settings: Pick<TrainSettings, 'model' | 
   return { model, description: path };
 }
 
+const KIND_NAMES = { sd1: 'SD 1.x', sd2: 'SD 2.x', sdxl: 'SDXL' } as const;
+
 /** Seed of epoch e's image order: a fixed function of the run seed. */
 function epochSeed(seed: number, epoch: number): number {
   return Number((BigInt(seed) * 1_000_003n + BigInt(epoch) * 7_919n + 1n) % 2n ** 53n);
@@ -114,6 +117,10 @@ interface Sample {
 interface BucketRunner {
   bucket: Bucket;
   session: Session;
+  /** Optimizer steps per session run (settings.stepsPerRun); the buffers hold steps x batch rows, step k's from row k x batch. */
+  steps: number;
+  /** steps > 1: the input that says how many of the steps a run takes (multi-step-graph.ts). */
+  stepsTaken?: string;
   /** Fused step (no accumulation; UNet only or with the text encoder) or gradient graph (accumulation). */
   fused: Pick<TrainStepGraph, 'state' | 'lossScaling'> | undefined;
   gradNames: Map<string, string> | undefined;
@@ -145,7 +152,7 @@ export class Trainer {
     private readonly hooks: TrainerHooks = {},
   ) {}
 
-  /** Ends the run after the current step, with a checkpoint and the LoRA written. */
+  /** Ends the run after the current step (with stepsPerRun > 1: the current session run's steps), with a checkpoint and the LoRA written. */
   stop(): void {
     this.stopRequested = true;
   }
@@ -174,10 +181,17 @@ export class Trainer {
     const schedule = NoiseSchedule.fromConfig(model.schedulerConfig);
     const timestepCount = schedule.alphasCumprod.length;
     const scalingFactor = model.vae.config.scaling_factor;
-    // The frozen model the LoRA is trained against: the UNet, and the text encoder when it is trained too.
-    const trainedTextEncoders = s.trainTextEncoder ? [model.textEncoder, ...(model.kind === 'sdxl' && model.textEncoder2 ? [model.textEncoder2] : [])] : [];
-    const unetIdentity =
-      componentIdentity(model.unet.weights, model.unet.config) + trainedTextEncoders.map((te, i) => `${i === 0 ? '+te:' : '+'}${componentIdentity(te.weights, te.config)}`).join('');
+    // The frozen model the LoRA is trained against: the UNet, and the text encoders it trains too
+    // (all of them, or SDXL's first or second only: the other one then conditions the UNet frozen).
+    const modelTextEncoders = model.kind === 'sdxl' && model.textEncoder2 ? [model.textEncoder, model.textEncoder2] : [model.textEncoder];
+    if (s.trainTextEncoder && s.textEncoders === '2' && modelTextEncoders.length === 1)
+      throw new Error(
+        `${description}: textEncoders "2" (--train-text-encoder 2) trains SDXL's second text encoder, but this ${KIND_NAMES[model.kind]} model has only one; train it with --train-text-encoder (all)`,
+      );
+    const trainedTextEncoders = !s.trainTextEncoder ? [] : s.textEncoders === 'all' ? modelTextEncoders : [modelTextEncoders[Number(s.textEncoders) - 1]];
+    const trainedTargets = `${s.targets}${!s.trainTextEncoder ? '' : s.textEncoders === 'all' ? ' + text encoder' : ` + text encoder ${s.textEncoders}`}`;
+    const unetComponentIdentity = componentIdentity(model.unet.weights, model.unet.config);
+    const unetIdentity = unetComponentIdentity + trainedTextEncoders.map((te, i) => `${i === 0 ? '+te:' : '+'}${componentIdentity(te.weights, te.config)}`).join('');
     // cpu needs no probe (probing the others loads their libraries and logs their failures)
     const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
     if (note) events.emit('phase', { phase: 'model', message: note });
@@ -190,7 +204,11 @@ export class Trainer {
     // A checkpoint from another model fails here, before any slow work.
     const checkpoint = s.resume ? loadCheckpoint(s.resume) : undefined;
     if (checkpoint && checkpoint.info.modelIdentity !== unetIdentity)
-      throw new Error(`${s.resume}: this checkpoint was trained on another model (${checkpoint.info.modelDescription}), not on ${description}`);
+      throw new Error(
+        checkpoint.info.modelIdentity.split('+te:')[0] === unetComponentIdentity
+          ? `${s.resume}: this checkpoint trained ${checkpoint.info.lora.targets}, this run trains ${trainedTargets}; resume with the text encoder setting it was trained with`
+          : `${s.resume}: this checkpoint was trained on another model (${checkpoint.info.modelDescription}), not on ${description}`,
+      );
 
     // --- dataset
     events.emit('phase', { phase: 'dataset', message: `reading ${s.images}` });
@@ -278,7 +296,7 @@ export class Trainer {
     const adamw: AdamWConfig = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay };
     const accumulate = s.gradAccum > 1;
     // Text encoder training: the context is the encoders' hidden states (SDXL: both, concatenated).
-    const [tokens, contextDim] = tokenizer ? [tokenizer.maxLength, trainedTextEncoders.reduce((n, te) => n + te.config.hidden_size, 0)] : samples[0].text!.shape;
+    const [tokens, contextDim] = tokenizer ? [tokenizer.maxLength, modelTextEncoders.reduce((n, te) => n + te.config.hidden_size, 0)] : samples[0].text!.shape;
     // SDXL: the UNet also takes text_embeds [B, P] (text_encoder_2's pooled projection) and time ids [B, 6].
     const addedCond = addedCondShapeOf(model.unet.config);
     const pooledDim = addedCond?.textEmbedsDim ?? 0;
@@ -290,6 +308,7 @@ export class Trainer {
     let layout: FlatLoraLayout = { tensors: [], size: 0 };
     let update: { graph: UpdateGraph; session: Session } | undefined;
     let recomputed = 0;
+    const stepsPerRun = s.stepsPerRun;
     for (const key of bucketKeys) {
       const first = samples[byBucket.get(key)![0]];
       const [channels, latentHeight, latentWidth] = first.latents.shape;
@@ -305,18 +324,21 @@ export class Trainer {
         adamw,
         maxGradNorm: s.maxGradNorm > 0 ? s.maxGradNorm : undefined,
       };
-      const latentSize = s.batch * channels * latentHeight * latentWidth;
+      if (stepsPerRun > 1 && (tokenizer || accumulate)) throw new Error(`stepsPerRun ${stepsPerRun}: only UNet-only training without gradient accumulation runs several steps at once`);
+      const rows = stepsPerRun * s.batch; // the batches of a run's steps, stacked
+      const latentSize = rows * channels * latentHeight * latentWidth;
       const buffers = {
+        steps: stepsPerRun,
         latents: new Float32Array(latentSize),
         noise: new Float32Array(latentSize),
-        timesteps: new BigInt64Array(s.batch),
-        context: new Float32Array(tokenizer ? 0 : s.batch * tokens * contextDim),
-        inputIds: new BigInt64Array(tokenizer ? s.batch * tokens : 0),
-        inputIds2: new BigInt64Array(tokenizer2 ? s.batch * tokens : 0),
-        textEmbeds: new Float32Array(tokenizer ? 0 : s.batch * pooledDim), // text encoder training computes them in the graph
-        timeIds: new Float32Array(s.batch * timeIdCount),
+        timesteps: new BigInt64Array(rows),
+        context: new Float32Array(tokenizer ? 0 : rows * tokens * contextDim),
+        inputIds: new BigInt64Array(tokenizer ? rows * tokens : 0),
+        inputIds2: new BigInt64Array(tokenizer2 ? rows * tokens : 0),
+        textEmbeds: new Float32Array(tokenizer ? 0 : rows * pooledDim), // text encoder training computes them in the graph
+        timeIds: new Float32Array(rows * timeIdCount),
       };
-      const latentShape = [s.batch, channels, latentHeight, latentWidth];
+      const latentShape = [rows, channels, latentHeight, latentWidth];
       let runner: BucketRunner;
       if (tokenizer) {
         const textEncoderLr = s.textEncoderLr ?? s.lr;
@@ -326,12 +348,20 @@ export class Trainer {
           ...(tokenizer2 ? { textEncoder2: model.textEncoder2 } : {}),
           clipSkip: s.clipSkip,
           lrRatio: textEncoderLr / s.lr,
+          trains: s.textEncoders,
         });
         modules = step.modules;
         layout = step.layout;
         recomputed = recomputedBlocks(step.graph);
         const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
+      } else if (stepsPerRun > 1) {
+        const run = buildMultiStepTrainGraph(spec, stepsPerRun, { partialRuns: true });
+        modules = run.modules;
+        layout = run.layout;
+        recomputed = recomputedBlocks(run.graph) / stepsPerRun; // each step's UNet has its own
+        const session = await Session.fromGraph(run.graph, { provider }, graphsDir);
+        runner = { bucket: first.item.bucket!, session, fused: run, stepsTaken: run.stepsTaken, gradNames: undefined, inputs: run.inputs, feeds: {}, ...buffers };
       } else if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
@@ -353,12 +383,12 @@ export class Trainer {
       }
       runner.feeds[runner.inputs.latents] = f32(latentShape, runner.latents);
       runner.feeds[runner.inputs.noise] = f32(latentShape, runner.noise);
-      runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [s.batch], data: runner.timesteps };
-      if (runner.inputs.encoderHiddenStates) runner.feeds[runner.inputs.encoderHiddenStates] = f32([s.batch, tokens, contextDim], runner.context);
-      if (runner.inputs.inputIds) runner.feeds[runner.inputs.inputIds] = { dtype: 'int64', shape: [s.batch, tokens], data: runner.inputIds };
-      if (runner.inputs.inputIds2) runner.feeds[runner.inputs.inputIds2] = { dtype: 'int64', shape: [s.batch, tokens], data: runner.inputIds2 };
-      if (runner.inputs.textEmbeds) runner.feeds[runner.inputs.textEmbeds] = f32([s.batch, pooledDim], runner.textEmbeds);
-      if (runner.inputs.timeIds) runner.feeds[runner.inputs.timeIds] = f32([s.batch, timeIdCount], runner.timeIds);
+      runner.feeds[runner.inputs.timesteps] = { dtype: 'int64', shape: [rows], data: runner.timesteps };
+      if (runner.inputs.encoderHiddenStates) runner.feeds[runner.inputs.encoderHiddenStates] = f32([rows, tokens, contextDim], runner.context);
+      if (runner.inputs.inputIds) runner.feeds[runner.inputs.inputIds] = { dtype: 'int64', shape: [rows, tokens], data: runner.inputIds };
+      if (runner.inputs.inputIds2) runner.feeds[runner.inputs.inputIds2] = { dtype: 'int64', shape: [rows, tokens], data: runner.inputIds2 };
+      if (runner.inputs.textEmbeds) runner.feeds[runner.inputs.textEmbeds] = f32([rows, pooledDim], runner.textEmbeds);
+      if (runner.inputs.timeIds) runner.feeds[runner.inputs.timeIds] = f32([rows, timeIdCount], runner.timeIds);
       runners.set(key, runner);
     }
     if (modules.length === 0) throw new Error(`${description}: the "${s.targets}" targets match no layer of this UNet`);
@@ -419,7 +449,7 @@ export class Trainer {
         rng: rng.getState(),
         modelIdentity: unetIdentity,
         modelDescription: description,
-        lora: { rank: s.rank, alpha: s.alpha, targets: s.trainTextEncoder ? `${s.targets} + text encoder` : s.targets },
+        lora: { rank: s.rank, alpha: s.alpha, targets: trainedTargets },
         settingsFingerprint: settingsFingerprint(s),
         settings: trajectorySettings(s),
         smoothedLoss: ema,
@@ -441,7 +471,12 @@ export class Trainer {
       provider,
       resumedFrom: s.resume ?? null,
     });
-    events.emit('phase', { phase: 'train', message: `training ${s.steps - startStep} step(s) on ${provider}` });
+    events.emit('phase', { phase: 'train', message: `training ${s.steps - startStep} step(s) on ${provider}${stepsPerRun > 1 ? `, ${stepsPerRun} per run` : ''}` });
+    if (stepsPerRun > 1 && bucketKeys.length > 1)
+      events.emit('phase', {
+        phase: 'train',
+        message: `${bucketKeys.length} buckets: a run ends early where the next batch is from another bucket (it still computes all ${stepsPerRun} steps); stepsPerRun 1 may be faster`,
+      });
     const losses: number[] = [];
     const recent: number[] = [];
     const schedule_ = { name: s.lrSchedule, lr: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps };
@@ -449,11 +484,12 @@ export class Trainer {
     const stepScalars = (lr: number, t: number): Record<string, HostTensor> =>
       Object.fromEntries(Object.entries(adamwStepValues(adamw, lr, t)).map(([k, v]) => [k, f32([], Float32Array.of(v))]));
 
-    /** Fills the runner's buffers for one micro-batch; the Rng draws per sample: t, latent, noise, offset. */
-    const fillBatch = (runner: BucketRunner, indices: number[]): void => {
-      const perSample = runner.latents.length / s.batch;
+    /** Fills the runner's buffers for one micro-batch from row `firstRow` on; the Rng draws per sample: t, latent, noise, offset. */
+    const fillBatch = (runner: BucketRunner, indices: number[], firstRow = 0): void => {
+      const perSample = runner.latents.length / (runner.steps * s.batch);
       const contextSize = tokens * contextDim;
-      indices.forEach((index, i) => {
+      indices.forEach((index, inBatch) => {
+        const i = firstRow + inBatch; // the row in the runner's buffers
         const { latents, text } = samples[index];
         runner.timesteps[i] = BigInt(rng.uniformInt(0, timestepCount));
         const base = i * perSample;
@@ -479,9 +515,120 @@ export class Trainer {
 
     let step = startStep;
     let epoch = 0;
+    const previewEvery = this.hooks.previewEvery ?? 0;
+    const bucketAt = (microBatch: number): string => bucketKey(samples[batchAt(microBatch).indices[0]].item.bucket!);
+
+    /** Dynamic loss scaling after step `step` + 1: count the update, or halve the scale after an overflow (the graph kept the old state then). */
+    const countScaledStep = (applied: boolean): void => {
+      if (!lossScaling) return;
+      if (applied) {
+        lossScaling.optimizerSteps++;
+        if (++lossScaling.goodSteps >= 2000) lossScaling = { ...lossScaling, scale: lossScaling.scale * 2, goodSteps: 0 };
+      } else {
+        lossScaling = { ...lossScaling, scale: Math.max(1, lossScaling.scale / 2), goodSteps: 0 };
+        events.emit('phase', { phase: 'train', message: `step ${step + 1}: float16 gradients overflowed; update skipped, loss scale now ${lossScaling.scale}` });
+      }
+    };
+
+    /** Step `step` + 1 is done: its loss on the curve, the progress event, and the checkpoint or preview due at it. */
+    const finishStep = async ({ loss, gradNorm, lr, milliseconds }: { loss: number; gradNorm: number; lr: number; milliseconds: number }): Promise<void> => {
+      if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step + 1}; lower the learning rate (--lr ${s.lr})`);
+      step++;
+      losses.push(loss);
+      ema = { value: 0.9 * ema.value + 0.1 * loss, weight: 0.9 * ema.weight + 0.1 };
+      recent.push(milliseconds);
+      if (recent.length > 20) recent.shift();
+      const stepsPerSecond = 1000 / (recent.reduce((a, b) => a + b, 0) / recent.length);
+      if (step % s.logEvery === 0 || step === s.steps)
+        events.emit('step', {
+          step,
+          totalSteps: s.steps,
+          loss,
+          smoothedLoss: ema.value / ema.weight,
+          learningRate: lr,
+          gradNorm,
+          stepsPerSecond,
+          etaSeconds: (s.steps - step) / stepsPerSecond,
+          rssBytes: process.memoryUsage.rss(),
+          epoch,
+        });
+      if (s.saveEvery > 0 && step % s.saveEvery === 0 && step < s.steps) {
+        writeCheckpoint(step, 'interval');
+      }
+      if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
+        await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()), model: { model, description } });
+    };
+
+    /**
+     * stepsPerRun > 1: how many of the next steps one session run takes: at most stepsPerRun, of one
+     * bucket, ending at (never crossing) the last step, a checkpoint, a preview or a loss-scale
+     * increase, so that those come at the same steps and see the same state as with one step per run.
+     */
+    const stepsForOneRun = (from: number): number => {
+      const toNext = (every: number): number => (every > 0 ? every - (from % every) : Infinity); // steps to the next multiple of `every`
+      const previews = this.hooks.onPreview ? toNext(previewEvery) : Infinity;
+      const limit = Math.min(s.stepsPerRun, s.steps - from, toNext(s.saveEvery), previews, lossScaling ? 2000 - lossScaling.goodSteps : Infinity);
+      const bucket = bucketAt(from);
+      let count = 1;
+      while (count < limit && bucketAt(from + count) === bucket) count++;
+      return count;
+    };
+
+    let sessionRuns = 0;
+    /**
+     * Steps `step` + 1 .. `step` + `count` in one session run of the multi-step graph (which then
+     * keeps the state through its other stepsPerRun - count steps), their batches drawn in step order
+     * as one step per run draws them. float16: AdamW's step count assumes every step is applied;
+     * after an overflow the graph kept the state from before it for the rest of the run
+     * (multi-step-graph.ts), so the run ends there as with one step per run: that step is skipped and
+     * the scale halved, and the Rng goes back so that the next run draws the later steps' batches again.
+     */
+    const runSteps = async (count: number, t0: number): Promise<void> => {
+      sessionRuns++;
+      const runner = runners.get(bucketAt(step))!;
+      const batches = Array.from({ length: count }, (_, k) => batchAt(step + k));
+      const rngAfterStep: RngState[] = [];
+      batches.forEach((batch, k) => {
+        fillBatch(runner, batch.indices, k * s.batch); // the rows of the steps not taken keep older batches
+        rngAfterStep.push(rng.getState());
+      });
+      const lrs = Array.from({ length: runner.steps }, (_, k) => learningRateAt(schedule_, step + k));
+      const firstT = lossScaling ? lossScaling.optimizerSteps + 1 : step + 1;
+      const values = lrs.map((lr, k) => adamwStepValues(adamw, lr, firstT + k));
+      const st = runner.fused!.state;
+      const feeds: Record<string, HostTensor> = { ...runner.feeds };
+      for (const name of Object.keys(values[0])) feeds[name] = f32([runner.steps], Float32Array.from(values, (v) => v[name])); // [K]
+      feeds[runner.stepsTaken!] = f32([runner.steps], Float32Array.from({ length: runner.steps }, (_, k) => (k < count ? 1 : 0))); // [K]
+      feeds[st.params] = f32([layout.size], params);
+      feeds[st.m] = f32([layout.size], moment1);
+      feeds[st.v] = f32([layout.size], moment2);
+      const scaling = runner.fused!.lossScaling;
+      if (scaling && lossScaling) feeds[scaling.scale] = f32([], Float32Array.of(lossScaling.scale));
+      const r = await runner.session.run(feeds);
+      params = r[st.newParams].data as Float32Array;
+      moment1 = r[st.newM].data as Float32Array;
+      moment2 = r[st.newV].data as Float32Array;
+      const runLosses = r.loss.data as Float32Array; // [K]
+      const gradNorms = r.grad_norm.data as Float32Array; // [K]
+      const applied = scaling && lossScaling ? (r[scaling.finite].data as Float32Array) : undefined; // [K] 1 = this step and all before it applied
+      const milliseconds = (performance.now() - t0) / count;
+      for (let k = 0; k < count; k++) {
+        epoch = batches[k].epoch;
+        const overflowed = applied !== undefined && applied[k] !== 1;
+        if (applied) countScaledStep(!overflowed);
+        if (overflowed) rng.setState(rngAfterStep[k]);
+        await finishStep({ loss: runLosses[k], gradNorm: gradNorms[k], lr: lrs[k], milliseconds });
+        if (overflowed) return;
+      }
+    };
+
     try {
       while (step < s.steps && !this.stopRequested) {
         const t0 = performance.now();
+        if (stepsPerRun > 1) {
+          await runSteps(stepsForOneRun(step), t0);
+          continue;
+        }
         const lr = learningRateAt(schedule_, step);
         const scalars = stepScalars(lr, lossScaling ? lossScaling.optimizerSteps + 1 : step + 1);
         let loss = 0;
@@ -504,16 +651,7 @@ export class Trainer {
           moment2 = r[st.newV].data as Float32Array;
           loss = (r.loss.data as Float32Array)[0];
           gradNorm = (r.grad_norm.data as Float32Array)[0];
-          if (scaling && lossScaling) {
-            const finite = (r[scaling.finite].data as Float32Array)[0] === 1; // the graph kept the old state if not
-            if (finite) {
-              lossScaling.optimizerSteps++;
-              if (++lossScaling.goodSteps >= 2000) lossScaling = { ...lossScaling, scale: lossScaling.scale * 2, goodSteps: 0 };
-            } else {
-              lossScaling = { ...lossScaling, scale: Math.max(1, lossScaling.scale / 2), goodSteps: 0 };
-              events.emit('phase', { phase: 'train', message: `step ${step + 1}: float16 gradients overflowed; update skipped, loss scale now ${lossScaling.scale}` });
-            }
-          }
+          if (scaling && lossScaling) countScaledStep((r[scaling.finite].data as Float32Array)[0] === 1); // the graph kept the old state if not
         } else {
           gradSum.fill(0);
           for (let a = 0; a < s.gradAccum; a++) {
@@ -543,32 +681,7 @@ export class Trainer {
           moment2 = r[st.newV].data as Float32Array;
           gradNorm = (r.grad_norm.data as Float32Array)[0];
         }
-        if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step + 1}; lower the learning rate (--lr ${s.lr})`);
-        step++;
-        losses.push(loss);
-        ema = { value: 0.9 * ema.value + 0.1 * loss, weight: 0.9 * ema.weight + 0.1 };
-        recent.push(performance.now() - t0);
-        if (recent.length > 20) recent.shift();
-        const stepsPerSecond = 1000 / (recent.reduce((a, b) => a + b, 0) / recent.length);
-        if (step % s.logEvery === 0 || step === s.steps)
-          events.emit('step', {
-            step,
-            totalSteps: s.steps,
-            loss,
-            smoothedLoss: ema.value / ema.weight,
-            learningRate: lr,
-            gradNorm,
-            stepsPerSecond,
-            etaSeconds: (s.steps - step) / stepsPerSecond,
-            rssBytes: process.memoryUsage.rss(),
-            epoch,
-          });
-        if (s.saveEvery > 0 && step % s.saveEvery === 0 && step < s.steps) {
-          writeCheckpoint(step, 'interval');
-        }
-        const previewEvery = this.hooks.previewEvery ?? 0;
-        if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
-          await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()), model: { model, description } });
+        await finishStep({ loss, gradNorm, lr, milliseconds: performance.now() - t0 });
       }
     } finally {
       for (const runner of runners.values()) await runner.session.release();
@@ -576,6 +689,8 @@ export class Trainer {
     }
 
     // --- save
+    // How well the runs were filled (checkpoints, previews, the end, bucket changes and overflows end them early).
+    if (stepsPerRun > 1) events.emit('phase', { phase: 'train', message: `${step - startStep} step(s) in ${sessionRuns} run(s) of up to ${stepsPerRun}` });
     const stopped = step < s.steps;
     events.emit('phase', { phase: 'save', message: `writing ${s.out}` });
     writeCheckpoint(step, stopped ? 'stop' : 'end');
@@ -589,7 +704,11 @@ export class Trainer {
       title: s.title ?? basename(s.out, '.safetensors'),
       rank: s.rank,
       alpha: s.alpha,
-      networkArgs: s.targets === 'transformer+conv' ? { conv_dim: String(s.rank), conv_alpha: String(s.alpha) } : {},
+      networkArgs: {
+        ...(s.targets === 'transformer+conv' ? { conv_dim: String(s.rank), conv_alpha: String(s.alpha) } : {}),
+        // SDXL with one of its text encoders trained: which one (the file has only its lora_te1_ or lora_te2_ keys)
+        ...(trainedTextEncoders.length > 0 && trainedTextEncoders.length < modelTextEncoders.length ? { train_text_encoder: s.textEncoders } : {}),
+      },
       resolution: { width: s.resolution, height: s.resolution },
       numTrainImages: samples.reduce((n, x) => n + x.item.repeats, 0),
       tagFrequency: { [folderName]: tags },

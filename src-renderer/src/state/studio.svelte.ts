@@ -42,6 +42,7 @@ export class StudioState {
     this.training = new TrainingState(api, {
       datasetFolder: () => this.dataset.folder,
       modelId,
+      modelKind: () => this.models.selected?.kind ?? null,
       modelResolution,
       defaultDevice: () => this.settings.saved?.device ?? null,
       roots: () => this.#roots,

@@ -2,6 +2,7 @@
 // the estimate for them, the runs with their live progress, and the run the buttons control.
 import type {
   ExecutionProvider,
+  ModelView,
   RunView,
   TrainEstimate,
   TrainEvent,
@@ -37,6 +38,7 @@ export const DEFAULT_SETTINGS: EditableSettings = {
   maxGradNorm: 1,
   trigger: null,
   gradientCheckpointing: false,
+  stepsPerRun: 1,
   previews: [{ prompt: 'a photo', seed: 1, steps: 20, guidance: 7 }],
   previewEvery: 100,
 };
@@ -45,6 +47,8 @@ export const DEFAULT_SETTINGS: EditableSettings = {
 export interface TrainingContext {
   datasetFolder(): string | null;
   modelId(): string;
+  /** The chosen model's kind, once the model list knows it. */
+  modelKind(): ModelView['kind'] | null;
   /** The model's native image side, used until the user sets a resolution. */
   modelResolution(): number;
   /** The device chosen in Settings, used until the user picks one here. */
@@ -93,14 +97,22 @@ export class TrainingState {
   get presetId(): string | null {
     return this.#presetId;
   }
-  /** The settings as they will be sent (resolution and device follow the model and Settings). */
+  /**
+   * The settings as they will be sent (resolution and device follow the model and Settings; the
+   * choice of text encoders is kept for SDXL models only, the others have one).
+   */
   get settings(): EditableSettings {
     const s = this.#settings;
     return {
       ...s,
       resolution: this.#pinned.includes('resolution') ? s.resolution : this.context.modelResolution(),
       device: this.#pinned.includes('device') ? s.device : (this.context.defaultDevice() ?? s.device),
+      textEncoders: this.hasTwoTextEncoders ? s.textEncoders : undefined,
     };
+  }
+  /** SDXL: text encoder training may train one of its two encoders. */
+  get hasTwoTextEncoders(): boolean {
+    return this.context.modelKind() === 'sdxl';
   }
   /** The output file as typed, or '' for the default. */
   get outInput(): string {
@@ -142,6 +154,10 @@ export class TrainingState {
     whole('Steps', s.steps, 1);
     whole('Batch size', s.batch, 1);
     whole('Gradient accumulation', s.gradAccum, 1);
+    const stepsPerRun = s.stepsPerRun ?? 1;
+    if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1 || stepsPerRun > 64) problems.push('Steps per run must be a whole number from 1 to 64.');
+    else if (stepsPerRun > 1 && (s.gradAccum > 1 || s.trainTextEncoder))
+      problems.push('Steps per run above 1 works without gradient accumulation and text encoder training; set it to 1 for those.');
     whole('Warmup', s.warmupSteps, 0);
     whole('Seed', s.seed, 0);
     whole('Save every', s.saveEvery, 0);

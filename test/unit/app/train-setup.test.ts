@@ -1,7 +1,8 @@
 // The studio's training setup (api/train-setup.ts) for gradient checkpointing: the view's setting
 // reaches the engine's settings, the SDXL preset turns it on, and the estimate with it shows less
 // peak memory (an SD1.5-sized UNet at 512 px, batch 4, on CUDA: measured 8.4 -> 6.4 GiB on an H100)
-// and a longer time.
+// and a longer time. The SDXL choice of text encoders reaches the engine only while text encoder
+// training is on. Several steps per run reach the engine and the memory estimate.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,5 +39,37 @@ describe('gradient checkpointing in the studio setup', () => {
     const memoryNote = checkpointed.notes.find((n) => n.startsWith('Memory:'));
     expect(memoryNote).toMatch(/^Memory: UNet weights [\d.]+ GiB \(float16\) \+ [\d.]+ x [\d.]+ GiB of tensors alive at once in a step \(batch 4, 512 px, gradient checkpointing\) \+ [\d.]+ GiB fixed/);
     expect(plain.notes.some((n) => n.includes('gradient checkpointing'))).toBe(false);
+  });
+});
+
+describe('text encoder choice in the studio setup', () => {
+  it('reaches the engine while trainTextEncoder is on; unticked, a leftover choice means nothing; a bad one is a bad-settings error', () => {
+    const view: TrainSettingsView = { ...defaultSettingsView(), images: join(work, 'images'), out: join(work, 'lora.safetensors') };
+    expect(engineSettings({ ...view, trainTextEncoder: true }, folders)).toMatchObject({ trainTextEncoder: true, textEncoders: 'all' });
+    expect(engineSettings({ ...view, trainTextEncoder: true, textEncoders: '2' }, folders)).toMatchObject({ trainTextEncoder: true, textEncoders: '2' });
+    expect(engineSettings({ ...view, trainTextEncoder: false, textEncoders: '2' }, folders)).toMatchObject({ trainTextEncoder: false, textEncoders: 'all' });
+    expect(() => engineSettings({ ...view, trainTextEncoder: true, textEncoders: 'both' as never }, folders)).toThrow(
+      'Training settings: textEncoders must be "all", "1" or "2" (which text encoders to train), got "both".',
+    );
+  });
+});
+
+describe('steps per run in the studio setup', () => {
+  it('reaches the engine settings (1 unless asked for) and the memory estimate; a bad value is a bad-settings error', () => {
+    const view: TrainSettingsView = { ...defaultSettingsView(), images: join(work, 'images'), out: join(work, 'lora.safetensors') };
+    expect(engineSettings(view, folders).stepsPerRun).toBe(1);
+    expect(engineSettings({ ...view, stepsPerRun: 4 }, folders).stepsPerRun).toBe(4);
+    expect(() => engineSettings({ ...view, stepsPerRun: 4, gradAccum: 2 }, folders)).toThrow(
+      'Training settings: stepsPerRun (--steps-per-run) above 1 does not work with gradient accumulation (gradAccum 2)',
+    );
+
+    const embedded = openModelFolder(ensureEmbeddedModel(folders.modelsDir));
+    const opened = { ...embedded, unet: { ...embedded.unet, config: SD15 } };
+    const sd15: TrainSettingsView = { ...defaultSettingsView(), resolution: 512, rank: 16, device: 'cuda' };
+    const one = estimateRun(sd15, 10, { opened, embedded: false });
+    const four = estimateRun({ ...sd15, stepsPerRun: 4 }, 10, { opened, embedded: false });
+    expect(four.peakMemoryGiB!).toBeGreaterThan(one.peakMemoryGiB!);
+    expect(four.notes.find((n) => n.startsWith('Memory:'))).toContain('(batch 1, 512 px, 4 steps per run)');
+    expect(() => estimateRun({ ...sd15, stepsPerRun: 0 }, 10, { opened, embedded: false })).toThrow('Training settings: stepsPerRun must be a whole number from 1 to 64, got 0.');
   });
 });

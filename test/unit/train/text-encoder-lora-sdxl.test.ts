@@ -4,7 +4,9 @@
 // gradient reaches both encoders and matches finite differences, a Trainer run writes sd-scripts'
 // SDXL names (and resumes into the diffusers layout), and generation applies both text encoder
 // LoRAs of the file. Also: a copy of the model in real SDXL checkpoints' key layout (both encoders
-// under "text_model.") encodes exactly as the fixture does.
+// under "text_model.") encodes exactly as the fixture does. Training one encoder only ('1' or '2'):
+// the step is the both-encoder step with the other encoder's LoRA at zero (so that encoder conditions
+// the UNet as the cached features do), and the file has only that encoder's keys.
 import { cpSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +26,7 @@ import { Generator, type GenerationRequest } from '../../../src-main/engine/samp
 import { adamwStepValues, DEFAULT_ADAMW } from '../../../src-main/engine/train/adamw';
 import { FeatureCache } from '../../../src-main/engine/train/feature-cache';
 import { resolveTrainSettings, type TrainSettingsInput } from '../../../src-main/engine/train/settings';
-import { buildTextEncoderTrainStepGraph, type TextEncoderTrainStepGraph } from '../../../src-main/engine/train/text-encoder-step-graph';
+import { buildTextEncoderTrainStepGraph, type TextEncoderChoice, type TextEncoderTrainStepGraph } from '../../../src-main/engine/train/text-encoder-step-graph';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from '../../../src-main/engine/train/train-step-graph';
 import { Trainer, type TrainerHooks } from '../../../src-main/engine/train/trainer';
 import { ClipTokenizer } from '../../../src-main/engine/tokenizer/clip-tokenizer';
@@ -58,8 +60,8 @@ function stepSpec(of: OpenedModel, latentSide: number): TrainStepSpec {
   };
 }
 
-const buildSdxlStep = (of: OpenedModel, latentSide: number, clipSkip = 1): TextEncoderTrainStepGraph =>
-  buildTextEncoderTrainStepGraph(stepSpec(of, latentSide), { config: of.textEncoder.config, weights: of.textEncoder.weights, textEncoder2: of.textEncoder2, clipSkip });
+const buildSdxlStep = (of: OpenedModel, latentSide: number, clipSkip = 1, trains: TextEncoderChoice = 'all'): TextEncoderTrainStepGraph =>
+  buildTextEncoderTrainStepGraph(stepSpec(of, latentSide), { config: of.textEncoder.config, weights: of.textEncoder.weights, textEncoder2: of.textEncoder2, clipSkip, trains });
 
 /** The batch of a step: random latents and noise, two timesteps, both tokenizers' ids, 64 px time ids. */
 function batchFeeds(step: Pick<TextEncoderTrainStepGraph, 'inputs'>, latentSide: number, seed: number): Record<string, HostTensor> {
@@ -210,6 +212,74 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
     }
   }, 60_000);
 
+  it('one encoder trained: the step is the both-encoder step with the other LoRA at zero (the frozen encoder conditions as without a LoRA)', async () => {
+    const all = buildSdxlStep(model, 8);
+    const unetSize = all.textEncoderOffset;
+    const tensorsOf = (step: TextEncoderTrainStepGraph, prefix: string) => step.layout.tensors.filter((t) => t.name.startsWith(prefix));
+    const allSession = await Session.create(serializeModel(all.graph), { provider: 'cpu' });
+    try {
+      for (const [trains, kept, frozen] of [['1', 'lora_te1_', 'lora_te2_'], ['2', 'lora_te2_', 'lora_te1_']] as const) {
+        const one = buildSdxlStep(model, 8, 1, trains);
+        // Only the trained encoder's modules, right after the UNet's; the graph still takes both tokenizers' ids.
+        expect(one.modules.filter((m) => m.key.startsWith(frozen)), trains).toEqual([]);
+        expect(one.modules.filter((m) => m.key.startsWith(kept)), trains).toHaveLength(layers * 6);
+        expect(one.textEncoderOffset).toBe(unetSize);
+        const unetTensors = tensorsOf(all, 'lora_unet_');
+        expect(one.layout.tensors.slice(0, unetTensors.length)).toEqual(unetTensors);
+        expect(one.layout.tensors.slice(unetTensors.length).map((t) => t.name)).toEqual(tensorsOf(all, kept).map((t) => t.name));
+        expect(one.layout.size).toBe(unetSize + tensorsOf(all, kept).reduce((n, t) => n + t.size, 0));
+        expect(one.inputs).toMatchObject({ inputIds: 'input_ids', inputIds2: 'input_ids_2', timeIds: 'time_ids' });
+
+        // The same UNet and trained-encoder LoRA in both (random, up != 0, so every context value
+        // moves the gradients); in the both-encoder step the other encoder's down random, up zero.
+        const rng = new Rng(trains === '1' ? 21 : 22);
+        const allParams = new Float32Array(all.layout.size);
+        for (let i = 0; i < unetSize; i++) allParams[i] = 0.05 * rng.normalValue();
+        for (const t of tensorsOf(all, kept)) for (let i = t.offset; i < t.offset + t.size; i++) allParams[i] = 0.05 * rng.normalValue();
+        for (const t of tensorsOf(all, frozen))
+          if (t.name.endsWith('.lora_down.weight')) for (let i = t.offset; i < t.offset + t.size; i++) allParams[i] = 0.1 * rng.normalValue();
+        const oneParams = new Float32Array(one.layout.size);
+        oneParams.set(allParams.subarray(0, unetSize));
+        for (const t of tensorsOf(one, kept)) {
+          const same = all.layout.tensors.find((x) => x.name === t.name)!;
+          oneParams.set(allParams.subarray(same.offset, same.offset + same.size), t.offset);
+        }
+        const feedsFor = (step: TextEncoderTrainStepGraph, params: Float32Array): Record<string, HostTensor> => ({
+          ...batchFeeds(step, 8, 6),
+          [step.inputs.inputIds]: ids64(tokenizer),
+          [step.inputs.inputIds2!]: ids64(tokenizer2),
+          [step.state.params]: f32([params.length], params),
+          [step.state.m]: f32([params.length], new Float32Array(params.length)),
+          [step.state.v]: f32([params.length], new Float32Array(params.length)),
+          ...adamwScalars(),
+        });
+        const oneSession = await Session.create(serializeModel(one.graph), { provider: 'cpu' });
+        try {
+          const a = await oneSession.run(feedsFor(one, oneParams));
+          const b = await allSession.run(feedsFor(all, allParams));
+          const lossOne = (a[one.outputs.loss].data as Float32Array)[0];
+          const lossAll = (b[all.outputs.loss].data as Float32Array)[0];
+          expect(Math.abs(lossOne - lossAll), `${trains}: loss ${lossOne} vs ${lossAll}`).toBeLessThanOrEqual(1e-6 * Math.abs(lossAll));
+          // The gradients (new first moments, no clipping in this spec) of the UNet and the trained encoder's LoRA.
+          const gradOne = a[one.state.newM].data as Float32Array;
+          const gradAll = b[all.state.newM].data as Float32Array;
+          const d = difference(gradOne.subarray(0, unetSize), gradAll.subarray(0, unetSize), { rtol: 1e-5, atol: 1e-9 });
+          expect(d.outside, describeDifference(`${trains}: UNet LoRA gradient, one encoder vs both`, d)).toBe(0);
+          for (const t of tensorsOf(one, kept)) {
+            const same = all.layout.tensors.find((x) => x.name === t.name)!;
+            const dt = difference(gradOne.subarray(t.offset, t.offset + t.size), gradAll.subarray(same.offset, same.offset + same.size), { rtol: 1e-5, atol: 1e-9 });
+            expect(dt.outside, describeDifference(`${trains}: ${t.name} gradient`, dt)).toBe(0);
+          }
+          expect(Math.hypot(...gradOne.subarray(unetSize)), `${trains}: the trained encoder gets gradient`).toBeGreaterThan(1e-7);
+        } finally {
+          await oneSession.release();
+        }
+      }
+    } finally {
+      await allSession.release();
+    }
+  }, 60_000);
+
   it("a copy in real SDXL checkpoints' key layout (both encoders under text_model.) encodes as the fixture: each encoder reads its own weights", async () => {
     // transformers 4 saves CLIPTextModel under "text_model." as CLIPTextModelWithProjection does;
     // the fixture's text_encoder (transformers 5) has no prefix, so its names never met text_encoder_2's.
@@ -343,6 +413,58 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
     } finally {
       await Promise.all([withSlot.release(), merged.release()]);
     }
+  }, 120_000);
+
+  it('Trainer, one encoder: 2 (kohya layout) and 1 (diffusers layout) write only their keys, start on the UNet-only step; a checkpoint resumes only with its choice', async () => {
+    const unetOnly = await train('unet-only-for-one', { steps: 1 });
+    const te2 = await train('te2-only', { ...teOptions, textEncoders: '2', steps: 2 });
+    // text_encoder is frozen and the text_encoder_2 LoRA starts at up = 0: step 1 is the UNet-only (cached) step.
+    expect(Math.abs(te2.result.losses[0] - unetOnly.result.losses[0])).toBeLessThanOrEqual(1e-5 * unetOnly.result.losses[0]);
+    const file = readLoraFile(te2.result.out);
+    const count = (prefix: string) => file.modules.filter((m) => m.prefix === prefix).length;
+    expect([count('lora_unet'), count('lora_te1'), count('lora_te2'), count('lora_te')]).toEqual([176, 0, layers * 6, 0]);
+    for (const m of file.modules.filter((x) => x.prefix === 'lora_te2')) expect(m.up.some((x) => x !== 0), m.key).toBe(true); // trained
+    expect(file.metadata).toMatchObject({ ss_text_encoder_lr: '0.02', ss_network_train_unet_only: 'false' });
+    expect(JSON.parse(file.metadata.ss_network_args)).toEqual({ train_text_encoder: '2' });
+    const catalog = loraTargetCatalog(model);
+    const kohya = importLoraFile(te2.result.out, catalog);
+    expect(kohya.unmatched).toEqual([]);
+    const components = (lora: ImportedLora) => ['unet', 'textEncoder', 'textEncoder2'].map((c) => lora.modules.filter((m) => m.component === c).length);
+    expect(components(kohya)).toEqual([176, 0, layers * 6]);
+
+    // Its checkpoint does not continue a run of text encoder 1 (nor one of both), and says why.
+    await expect(train('te1-from-te2', { ...teOptions, textEncoders: '1', resume: te2.result.checkpoint })).rejects.toThrow(
+      `${te2.result.checkpoint}: this checkpoint trained attention + text encoder 2, this run trains attention + text encoder 1`,
+    );
+    await expect(train('all-from-te2', { ...teOptions, resume: te2.result.checkpoint })).rejects.toThrow('this run trains attention + text encoder;');
+
+    const te1 = await train('te1-only', { ...teOptions, textEncoders: '1', format: 'diffusers', steps: 2 });
+    expect(Math.abs(te1.result.losses[0] - unetOnly.result.losses[0])).toBeLessThanOrEqual(1e-5 * unetOnly.result.losses[0]);
+    const keys = [...decodeSafetensors(readFileSync(te1.result.out), te1.result.out).tensors.keys()];
+    expect(keys).toContain('text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight');
+    expect(keys.filter((k) => k.startsWith('text_encoder_2.'))).toEqual([]);
+    const diffusers = importLoraFile(te1.result.out, catalog);
+    expect(diffusers.unmatched).toEqual([]);
+    expect(components(diffusers)).toEqual([176, layers * 6, 0]);
+  }, 120_000);
+
+  it('the CLI: --train-text-encoder 1 trains only text_encoder; 2 on an SD 1.x model and an unknown choice fail, saying why', () => {
+    const cli = cliIn(join(work, 'home'));
+    const out = join(work, 'cli-te1.safetensors');
+    const trained = cli('train', '--model', modelDir, '--images', sampleDataset, '--out', out, '--steps', '1', '--train-text-encoder', '1', '--te-lr', '1e-3');
+    expect(trained.code, trained.err).toBe(0);
+    const file = readLoraFile(out);
+    expect(['lora_unet', 'lora_te1', 'lora_te2'].map((p) => file.modules.filter((m) => m.prefix === p).length)).toEqual([176, layers * 6, 0]);
+
+    // The embedded model is SD 1.x: one text encoder.
+    const sd15 = cli('train', '--images', sampleDataset, '--out', join(work, 'cli-sd15-te2.safetensors'), '--steps', '1', '--train-text-encoder=2');
+    expect(sd15.code).toBe(1);
+    expect(sd15.err).toContain('embedded lora-studio-tiny-sd15: textEncoders "2" (--train-text-encoder 2) trains SDXL\'s second text encoder, but this SD 1.x model has only one');
+    const unknown = cli('train', '--images', sampleDataset, '--out', join(work, 'cli-both.safetensors'), '--train-text-encoder', 'both');
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toContain('--train-text-encoder takes all, 1 or 2 (which text encoders to train), got "both"');
+    const help = cli('train', '--help');
+    expect(help.out).toContain('--train-text-encoder [all|1|2]');
   }, 120_000);
 
   it('the CLI: train --train-text-encoder on an SDXL folder, and generate --lora applies all of its modules', () => {

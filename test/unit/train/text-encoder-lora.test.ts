@@ -1,6 +1,7 @@
 // Text encoder LoRA training (trainTextEncoder) on the embedded tiny model and the sample dataset:
 // the file gets trained 'lora_te_' modules that generation's importer matches, resume continues
 // the uninterrupted trajectory, and with the option off the run is exactly the UNet-only one.
+// Choosing text encoder 1 is the same run (the model's only one); text encoder 2 fails, naming the model.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +61,15 @@ describe('text encoder LoRA training', () => {
     for (const m of teModules) expect(m.up.some((x) => x !== 0)).toBe(true); // moved from zero
     expect(file.metadata.ss_text_encoder_lr).toBe('0.005');
     expect(file.metadata.ss_network_train_unet_only).toBe('false');
+    expect(file.metadata.ss_network_args).toBe('{}'); // the one encoder: nothing to say which
+
+    // Text encoder 1 is this model's only one: the same run. Text encoder 2 is SDXL's: refused before any work.
+    const te1 = await train('te1', { trainTextEncoder: true, textEncoderLr: 5e-3, textEncoders: '1' });
+    expect(te1.result.losses).toEqual(te.result.losses);
+    expect(readLoraFile(te1.result.out).modules.map((m) => m.key)).toEqual(file.modules.map((m) => m.key));
+    await expect(train('te2', { trainTextEncoder: true, textEncoders: '2' })).rejects.toThrow(
+      'embedded lora-studio-tiny-sd15: textEncoders "2" (--train-text-encoder 2) trains SDXL\'s second text encoder, but this SD 1.x model has only one; train it with --train-text-encoder (all)',
+    );
 
     // generation's importer matches every module, in kohya and in diffusers naming
     const catalog = loraTargetCatalog(model);
