@@ -27,6 +27,7 @@ import { adamwStepInputs } from './adamw';
 import { buildTextConditioning, type TextConditioning, type TextEncoderComponent } from '../models/text-conditioning';
 import {
   appendTrainStep,
+  concatFlat,
   discoverLoraLayout,
   flagAsFloat,
   flatViews,
@@ -163,7 +164,7 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   const lrScale =
     ratio === 1
       ? undefined
-      : op.concat([op.expand(g.constant([1], 'float32', [1]), [unetLayout.size]), op.expand(g.constant([ratio], 'float32', [1]), [textSize])], 0); // [P]
+      : concatFlat([op.expand(g.constant([1], 'float32', [1]), [unetLayout.size]), op.expand(g.constant([ratio], 'float32', [1]), [textSize])]); // [P]
   const step = appendTrainStep(g, spec, layout, { x0, noise, timesteps, context, added }, state, adamwStepInputs(g), lossScale, {
     networks: textNetworks,
     lrScale,

@@ -7,6 +7,7 @@ import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec, type LoraTensorSource } from '../lora/lora-network';
 import type { DType } from '../graph/dtype';
+import { numel } from '../graph/shape';
 import { Params, type BuildOptions, type WeightLocator } from '../nn/params';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../models/unet-2d-condition';
 import { adamwStepInputs, adamwUpdate, type AdamWConfig, type AdamWStepInputs } from './adamw';
@@ -171,15 +172,35 @@ export interface ExtraTrainables {
 }
 
 /**
+ * The widest row that each of these pieces fills whole (the gcd of their sizes): flat vectors are
+ * split and joined as [P / w, w] rows. onnxruntime's CUDA Split and Concat of unequal pieces build
+ * a host table as long as the split axis and copy it to the GPU on every run; along the flat axis
+ * that was 3.2 M entries (25 MB) for each of SD1.5's two per step, 25-35 ms of host time each
+ * (profiled on the H100, 2026-11-23). Along the rows it is a few thousand.
+ */
+export function flatRowWidth(sizes: readonly number[]): number {
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  return sizes.reduce(gcd, 0) || 1;
+}
+
+/** Joins flat pieces (each [n_i]) into one [sum n_i] along rows of flatRowWidth (see there). */
+export function concatFlat(pieces: readonly Value[]): Value {
+  const width = flatRowWidth(pieces.map((p) => numel(p.shape)));
+  const rows = op.concat(pieces.map((p) => op.reshape(p, [numel(p.shape) / width, width])), 0); // [P / w, w]
+  return op.reshape(rows, [numel(rows.shape)]); // [P]
+}
+
+/**
  * Every LoRA tensor of `layout` as a view of the flat float32 vector `flat` [P], in the compute
- * dtype: one Cast of the whole vector, then one slice per tensor (onnxruntime fuses them into one
- * Split). Differentiating with respect to these views gives the per-tensor gradients in `dtype`.
- * (A tree of smaller Splits and Concats, tried on 2026-11-23, was 10% slower on the H100: each
- * Split or Concat of unequal pieces waits for the GPU on the CUDA provider, so the fewer the better.)
+ * dtype: one Cast of the whole vector, then one slice of rows per tensor (onnxruntime fuses them
+ * into one Split). Differentiating with respect to these views gives the per-tensor gradients in
+ * `dtype`. (A tree of smaller Splits and Concats, tried on 2026-11-23, was 10% slower on the
+ * H100: that was before the rows of flatRowWidth, when each one built its table along the flat axis.)
  */
 export function flatViews(flat: Value, layout: FlatLoraLayout, dtype: DType): LoraTensorSource {
-  const compute = op.cast(flat, dtype); // [P] in dtype
-  const views = new Map(layout.tensors.map((t) => [t.name, op.reshape(op.slice(compute, [t.offset], [t.offset + t.size], [0]), t.shape)])); // views of [P]
+  const width = flatRowWidth(layout.tensors.map((t) => t.size));
+  const rows = op.reshape(op.cast(flat, dtype), [layout.size / width, width]); // [P / w, w] in dtype
+  const views = new Map(layout.tensors.map((t) => [t.name, op.reshape(op.slice(rows, [t.offset / width], [(t.offset + t.size) / width], [0]), t.shape)])); // views of [P]
   return (name, shape) => {
     const view = views.get(name);
     if (!view || view.shape.join() !== shape.join()) throw new Error(`LoRA tensor ${name} [${shape}] is not in the discovered layout`);
@@ -220,7 +241,7 @@ export function appendTrainStep(
 
   const trainable = [network, ...(extra?.networks ?? [])].flatMap((n) => n.parameters()); // layout order
   const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable);
-  const flatGrad = op.cast(op.concat(perTensor.map((gr) => op.reshape(gr, [-1])), 0), 'float32'); // [P], layout order
+  const flatGrad = op.cast(concatFlat(perTensor.map((gr) => op.reshape(gr, [numel(gr.shape)]))), 'float32'); // [P], layout order
   const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
   const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
   const finite = lossScale ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0
