@@ -322,8 +322,8 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   };
   if (addedCond) {
     // SDXL micro-conditioning of a square image at the bench resolution, uncropped.
-    feeds[step.inputs.textEmbeds!] = f32([batch, addedCond.textEmbedsDim], randn(batch * addedCond.textEmbedsDim, 4));
-    feeds[step.inputs.timeIds!] = f32([batch, 6], Float32Array.from({ length: batch * 6 }, (_, i) => [resolution, resolution, 0, 0, resolution, resolution][i % 6]!));
+    feeds[step.inputs.textEmbeds!] = f32([rows, addedCond.textEmbedsDim], randn(rows * addedCond.textEmbedsDim, 4));
+    feeds[step.inputs.timeIds!] = f32([rows, 6], Float32Array.from({ length: rows * 6 }, (_, i) => [resolution, resolution, 0, 0, resolution, resolution][i % 6]!));
   }
   if (step.lossScaling) feeds[step.lossScaling.scale] = f32([], Float32Array.of(1024));
   const size = step.layout.size;
@@ -372,6 +372,18 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   }
   const gpuBusyPercent = busy.stop();
   const peakGpuGiB = await poller.stop();
+  // With the state on the device, read it back as the trainer would for a checkpoint: it must
+  // arrive whole, finite, and moved from where it started.
+  let stateDownload: Record<string, number | boolean> | undefined;
+  if (stateOnDevice) {
+    const s0 = performance.now();
+    const downloaded = [];
+    for (const name of [step.state.params, step.state.m, step.state.v]) downloaded.push((await session.download(feeds[name] as DeviceTensor)).data as Float32Array);
+    const [p, m] = downloaded;
+    let maxChange = 0;
+    for (let i = 0; i < size; i++) maxChange = Math.max(maxChange, Math.abs(p[i] - params[i]));
+    stateDownload = { ms: +(performance.now() - s0).toFixed(1), complete: downloaded.every((d) => d.length === size), finite: downloaded.every((d) => d.every(Number.isFinite)), maxParamChange: maxChange, mNonZero: m.some((x) => x !== 0) };
+  }
   if (args.profile) {
     session.endProfiling();
     summarizeProfile(join(cacheDir), `profile-b${batch}`, (runs + warmup + 1) * stepsPerRun);
@@ -401,6 +413,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     cudaBaselineGiB: baselineGiB === undefined ? null : +baselineGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
     stateOnDevice,
+    ...(stateDownload ? { stateDownload } : {}),
     hostStateMiBPerStep: stateOnDevice ? 0 : +((2 * stateBytes) / stepsPerRun / 2 ** 20).toFixed(1),
     tflopPerStep: +(flops / stepsPerRun / 1e12).toFixed(4),
     achievedTflops: +((flops / stepsPerRun * itPerSec) / 1e12).toFixed(2),

@@ -6,7 +6,7 @@ import type { DType } from '../graph/dtype';
 import type { ProviderName } from './providers';
 import { detectProviders } from './providers';
 import { Graph } from '../graph/graph';
-import { identity } from '../graph/ops';
+import { identity, mul, scalarLike } from '../graph/ops';
 import { saveModel, serializeModel } from '../graph/onnx-model';
 
 export type TensorArray = Float32Array | Float64Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
@@ -152,6 +152,8 @@ export class Session {
     readonly provider: ProviderName,
   ) {}
 
+  private readonly copySessions = new Map<string, Session>();
+
   static async create(model: ModelSource, opts: SessionOptions = {}): Promise<Session> {
     const options = ortOptions(opts);
     let inner: ort.InferenceSession;
@@ -233,7 +235,30 @@ export class Session {
     this.inner.endProfiling();
   }
 
+  /**
+   * Copies a tensor a run left on the device to the host, through a one-node session on the same
+   * provider whose output comes back as usual (reading the buffer itself, Tensor.getData(),
+   * aborted the process). One copy session per dtype and shape, kept until release.
+   */
+  async download(t: DeviceTensor): Promise<HostTensor> {
+    const dtype = FROM_ORT[t.inner.type];
+    if (!dtype) throw new Error(`download: unsupported tensor type ${t.inner.type}`);
+    const key = `${dtype}[${t.inner.dims.join(',')}]`;
+    let copy = this.copySessions.get(key);
+    if (!copy) {
+      const g = new Graph('download');
+      const x = g.input('x', dtype, [...t.inner.dims]);
+      g.output(mul(x, scalarLike(x, 1)), 'y'); // a real kernel: the output is produced on the device, then read back
+      copy = await Session.fromGraph(g, { provider: this.provider });
+      this.copySessions.set(key, copy);
+    }
+    const result = await copy.inner.run({ x: t.inner });
+    return fromOrtTensor(result.y);
+  }
+
   async release(): Promise<void> {
+    for (const copy of this.copySessions.values()) await copy.release();
+    this.copySessions.clear();
     await this.inner.release();
   }
 }

@@ -1,11 +1,14 @@
 // runtime/session.ts options that matter on GPUs, checked where CI can run them (the CPU): session
 // config entries reach onnxruntime (a bad value is refused by it, naming the key), the memory
 // options are accepted, and runOnDevice, asked to keep outputs on a device the provider cannot
-// keep them on, returns them on the host with the same values as run.
+// keep them on, returns them on the host with the same values as run; download reads a tensor
+// back through a copy session (on the CPU here, with an onnxruntime tensor standing in for a
+// device buffer: the WebGPU case is checked by the bench's --state-on-device on a GPU).
+import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Graph } from '../../../src-main/engine/graph/graph';
 import * as op from '../../../src-main/engine/graph/ops';
-import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
+import { DeviceTensor, Session, type HostTensor } from '../../../src-main/engine/runtime/session';
 
 function doubler(): Graph {
   const g = new Graph('doubler');
@@ -30,6 +33,18 @@ describe('session options', () => {
     expect(Object.keys(device)).toEqual([]);
     expect(Array.from(host.y.data as Float32Array)).toEqual([2, 4, 6, 8]);
     expect(Array.from(host.z.data as Float32Array)).toEqual([2, 3, 4, 5]);
+    await s.release();
+  });
+
+  it('download copies a tensor back with its dtype, shape and values, one copy session per shape', async () => {
+    const s = await Session.fromGraph(doubler(), { provider: 'cpu' });
+    const a = await s.download(new DeviceTensor(new ort.Tensor('float32', Float32Array.of(1.5, -2, 3, 4, 5, 6), [2, 3])));
+    expect(a.dtype).toBe('float32');
+    expect(a.shape).toEqual([2, 3]);
+    expect(Array.from(a.data as Float32Array)).toEqual([1.5, -2, 3, 4, 5, 6]);
+    const b = await s.download(new DeviceTensor(new ort.Tensor('float16', Uint16Array.of(0x3c00, 0xc000), [2]))); // 1, -2
+    expect(b.dtype).toBe('float16');
+    expect(Array.from(b.data as Uint16Array)).toEqual([0x3c00, 0xc000]);
     await s.release();
   });
 });
