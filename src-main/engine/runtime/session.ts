@@ -53,9 +53,9 @@ export interface SessionOptions {
 }
 
 /**
- * A tensor a run left on the device (WebGPU): feed it to the next run, or dispose it. There is no
- * download: Tensor.getData() on a WebGPU buffer aborted the process in onnxruntime-node 1.29 (seen
- * on the H100), so the trainer does not keep its state on the device yet; the benchmark does.
+ * A tensor a run left on the device (WebGPU): feed it to the next run, read it back with
+ * Session.download (not Tensor.getData(), which aborted the process in onnxruntime-node 1.29 on
+ * the H100), or dispose it. The trainer keeps its LoRA and AdamW state so (train/train-state.ts).
  */
 export class DeviceTensor {
   constructor(readonly inner: ort.Tensor) {}

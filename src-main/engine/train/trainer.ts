@@ -1,7 +1,8 @@
 // The LoRA training run, end to end: open the model and the dataset, cache latents and text
 // embeddings, build one training-step graph per shape bucket, loop (sample noise and timesteps
-// from the seeded Rng, run the step, keep the LoRA and AdamW state on the host), checkpoint, and
-// write the LoRA file. The CLI, the studio worker and the tests all drive this one class.
+// from the seeded Rng, run the step, keep the LoRA and AdamW state between runs, on the device
+// where the binding can: train-state.ts), checkpoint, and write the LoRA file. The CLI, the
+// studio worker and the tests all drive this one class.
 //
 //   const trainer = new Trainer(resolveTrainSettings({ images, out, ... }), { onPreview?, previewEvery? })
 //   trainer.events.on('step', (e) => ...)        see events.ts
@@ -25,7 +26,7 @@ import { flatLayout, initLoraWeights, type FlatLoraLayout, type LoraModule } fro
 import { kohyaTrainingMetadata, loraModulesFromNetwork, toSdxlKohyaNames, writeLoraFile, type LoraModuleWeights } from '../lora/lora-file';
 import { unetTargets } from '../lora/targets';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../models/embedded-tiny-model';
-import { chooseProvider, Session, type HostTensor } from '../runtime/session';
+import { chooseProvider, Session, type DeviceTensor, type HostTensor, type SessionOptions } from '../runtime/session';
 import { NoiseSchedule } from '../sample/noise-schedule';
 import { Rng, type RngState } from '../sample/rng';
 import { buildGradientGraph, buildUpdateGraph, type UpdateGraph } from './accumulation-graphs';
@@ -38,6 +39,7 @@ import { learningRateAt } from './lr-schedule';
 import { buildMultiStepTrainGraph } from './multi-step-graph';
 import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
 import { buildTextEncoderTrainStepGraph, type TextTrainBatchInputs } from './text-encoder-step-graph';
+import { TrainState, type HostTrainState, type OpenStepSession, type StateNames, type StepSession } from './train-state';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer';
 
@@ -49,6 +51,12 @@ export interface TrainerHooks {
    */
   onPreview?: (preview: { step: number; lora: LoraModuleWeights[]; model: TrainingModel }) => void | Promise<void>;
   previewEvery?: number;
+  /**
+   * Opens the sessions of the fused step graphs (default Session.fromGraph). The trainer asks them
+   * to keep the new state on the device; the unit tests wrap the real session to do that on the
+   * CPU, whose binding returns everything to the host.
+   */
+  openStepSession?: OpenStepSession;
 }
 
 export interface TrainResult {
@@ -116,7 +124,7 @@ interface Sample {
 /** One bucket's graph, session and reusable feed buffers. */
 interface BucketRunner {
   bucket: Bucket;
-  session: Session;
+  session: StepSession;
   /** Optimizer steps per session run (settings.stepsPerRun); the buffers hold steps x batch rows, step k's from row k x batch. */
   steps: number;
   /** steps > 1: the input that says how many of the steps a run takes (multi-step-graph.ts). */
@@ -309,6 +317,10 @@ export class Trainer {
     let update: { graph: UpdateGraph; session: Session } | undefined;
     let recomputed = 0;
     const stepsPerRun = s.stepsPerRun;
+    const openStepSession = this.hooks.openStepSession ?? ((graph, opts, dir) => Session.fromGraph(graph, opts, dir));
+    // The fused steps' new state stays on the device where the binding can keep it (WebGPU); on the
+    // other providers Session.runOnDevice returns it to the host, and it goes in again, as before.
+    const keepingState = (names: StateNames): SessionOptions => ({ provider, outputsOnDevice: [names.newParams, names.newM, names.newV] });
     for (const key of bucketKeys) {
       const first = samples[byBucket.get(key)![0]];
       const [channels, latentHeight, latentWidth] = first.latents.shape;
@@ -353,23 +365,25 @@ export class Trainer {
         modules = step.modules;
         layout = step.layout;
         recomputed = recomputedBlocks(step.graph);
-        const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
+        const session = await openStepSession(step.graph, keepingState(step.state), graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else if (stepsPerRun > 1) {
         const run = buildMultiStepTrainGraph(spec, stepsPerRun, { partialRuns: true });
         modules = run.modules;
         layout = run.layout;
         recomputed = recomputedBlocks(run.graph) / stepsPerRun; // each step's UNet has its own
-        const session = await Session.fromGraph(run.graph, { provider }, graphsDir);
+        const session = await openStepSession(run.graph, keepingState(run.state), graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: run, stepsTaken: run.stepsTaken, gradNames: undefined, inputs: run.inputs, feeds: {}, ...buffers };
       } else if (!accumulate) {
         const step = buildTrainStepGraph(spec);
         modules = step.network.modules;
         layout = step.layout;
         recomputed = recomputedBlocks(step.graph);
-        const session = await Session.fromGraph(step.graph, { provider }, graphsDir);
+        const session = await openStepSession(step.graph, keepingState(step.state), graphsDir);
         runner = { bucket: first.item.bucket!, session, fused: step, gradNames: undefined, inputs: step.inputs, feeds: {}, ...buffers };
       } else {
+        // Gradient accumulation keeps the state on the host: its gradient graph takes the LoRA
+        // tensors one by one, and the gradients are summed on the host.
         const grad = buildGradientGraph(spec);
         modules = grad.network.modules;
         layout = flatLayout(modules);
@@ -397,12 +411,11 @@ export class Trainer {
 
     // --- state: the LoRA tensors and AdamW moments as flat [P] vectors in `layout` order
     const rng = new Rng(s.seed);
-    let params: Float32Array = new Float32Array(layout.size); // [P]
-    let moment1: Float32Array = new Float32Array(layout.size); // [P]
-    let moment2: Float32Array = new Float32Array(layout.size); // [P]
+    // The first state, from the checkpoint or the init; after that it lives in `state` (below).
+    const initial: HostTrainState = { params: new Float32Array(layout.size), m: new Float32Array(layout.size), v: new Float32Array(layout.size) }; // each [P]
     const view = (flat: Float32Array, t: FlatLoraLayout['tensors'][number]): Float32Array => flat.subarray(t.offset, t.offset + t.size);
     /** The LoRA tensors by kohya name (copies: the flat buffers are replaced every step). */
-    const loraTensors = (): Map<string, Float32Array> => new Map(layout.tensors.map((t) => [t.name, view(params, t).slice()]));
+    const loraTensors = (flat: Float32Array): Map<string, Float32Array> => new Map(layout.tensors.map((t) => [t.name, view(flat, t).slice()]));
     let startStep = 0;
     let ema = { value: 0, weight: 0 };
     // Dynamic loss scaling, as torch's GradScaler: start at 2^16, halve on an overflow (that step's
@@ -414,9 +427,9 @@ export class Trainer {
       for (const t of layout.tensors) for (const n of [t.name, `${t.name}.m`, `${t.name}.v`]) expectedShapes.set(n, t.shape);
       checkResumable(s.resume, checkpoint, { modelIdentity: unetIdentity, modelDescription: description, expectedShapes });
       for (const t of layout.tensors) {
-        params.set(checkpoint.tensors.get(t.name)!.data, t.offset);
-        moment1.set(checkpoint.tensors.get(`${t.name}.m`)!.data, t.offset);
-        moment2.set(checkpoint.tensors.get(`${t.name}.v`)!.data, t.offset);
+        initial.params.set(checkpoint.tensors.get(t.name)!.data, t.offset);
+        initial.m.set(checkpoint.tensors.get(`${t.name}.m`)!.data, t.offset);
+        initial.v.set(checkpoint.tensors.get(`${t.name}.v`)!.data, t.offset);
       }
       rng.setState(checkpoint.info.rng);
       startStep = checkpoint.info.step;
@@ -433,16 +446,19 @@ export class Trainer {
         ...initLoraWeights(modules.filter((m) => m.key.startsWith('lora_unet_')), () => rng.uniform()),
         ...initLoraWeights(modules.filter((m) => !m.key.startsWith('lora_unet_')), () => textRng.uniform()),
       ]);
-      for (const t of layout.tensors) params.set(init.get(t.name)!, t.offset);
+      for (const t of layout.tensors) initial.params.set(init.get(t.name)!, t.offset);
     }
+    // Any step session reads the state back from the device: they share the provider.
+    const state = new TrainState(initial, runners.values().next().value!.session);
 
     // Checkpoints keep one tensor per LoRA weight (kohya names), independent of the flat layout.
-    const writeCheckpoint = (step: number, reason: 'interval' | 'stop' | 'end'): void => {
+    const writeCheckpoint = async (step: number, reason: 'interval' | 'stop' | 'end'): Promise<void> => {
+      const { params, m, v } = await state.toHost();
       const tensors: CheckpointState['tensors'] = new Map();
       for (const t of layout.tensors) {
         tensors.set(t.name, { shape: t.shape, data: view(params, t) });
-        tensors.set(`${t.name}.m`, { shape: t.shape, data: view(moment1, t) });
-        tensors.set(`${t.name}.v`, { shape: t.shape, data: view(moment2, t) });
+        tensors.set(`${t.name}.m`, { shape: t.shape, data: view(m, t) });
+        tensors.set(`${t.name}.v`, { shape: t.shape, data: view(v, t) });
       }
       const info = newCheckpointInfo({
         step,
@@ -553,10 +569,10 @@ export class Trainer {
           epoch,
         });
       if (s.saveEvery > 0 && step % s.saveEvery === 0 && step < s.steps) {
-        writeCheckpoint(step, 'interval');
+        await writeCheckpoint(step, 'interval');
       }
       if (this.hooks.onPreview && previewEvery > 0 && step % previewEvery === 0)
-        await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors()), model: { model, description } });
+        await this.hooks.onPreview({ step, lora: loraModulesFromNetwork(modules, loraTensors((await state.toHost()).params)), model: { model, description } });
     };
 
     /**
@@ -596,18 +612,14 @@ export class Trainer {
       const firstT = lossScaling ? lossScaling.optimizerSteps + 1 : step + 1;
       const values = lrs.map((lr, k) => adamwStepValues(adamw, lr, firstT + k));
       const st = runner.fused!.state;
-      const feeds: Record<string, HostTensor> = { ...runner.feeds };
+      const feeds: Record<string, HostTensor | DeviceTensor> = { ...runner.feeds, ...state.feeds(st) };
       for (const name of Object.keys(values[0])) feeds[name] = f32([runner.steps], Float32Array.from(values, (v) => v[name])); // [K]
       feeds[runner.stepsTaken!] = f32([runner.steps], Float32Array.from({ length: runner.steps }, (_, k) => (k < count ? 1 : 0))); // [K]
-      feeds[st.params] = f32([layout.size], params);
-      feeds[st.m] = f32([layout.size], moment1);
-      feeds[st.v] = f32([layout.size], moment2);
       const scaling = runner.fused!.lossScaling;
       if (scaling && lossScaling) feeds[scaling.scale] = f32([], Float32Array.of(lossScaling.scale));
-      const r = await runner.session.run(feeds);
-      params = r[st.newParams].data as Float32Array;
-      moment1 = r[st.newM].data as Float32Array;
-      moment2 = r[st.newV].data as Float32Array;
+      const result = await runner.session.runOnDevice(feeds);
+      state.update(st, result);
+      const r = result.host; // loss, grad_norm, grads_finite: small, always on the host
       const runLosses = r.loss.data as Float32Array; // [K]
       const gradNorms = r.grad_norm.data as Float32Array; // [K]
       const applied = scaling && lossScaling ? (r[scaling.finite].data as Float32Array) : undefined; // [K] 1 = this step and all before it applied
@@ -639,21 +651,18 @@ export class Trainer {
           const runner = runners.get(bucketKey(samples[batch.indices[0]].item.bucket!))!;
           fillBatch(runner, batch.indices);
           const st = runner.fused!.state;
-          const feeds: Record<string, HostTensor> = { ...runner.feeds, ...scalars };
-          feeds[st.params] = f32([layout.size], params);
-          feeds[st.m] = f32([layout.size], moment1);
-          feeds[st.v] = f32([layout.size], moment2);
+          const feeds: Record<string, HostTensor | DeviceTensor> = { ...runner.feeds, ...scalars, ...state.feeds(st) };
           const scaling = runner.fused!.lossScaling;
           if (scaling && lossScaling) feeds[scaling.scale] = f32([], Float32Array.of(lossScaling.scale));
-          const r = await runner.session.run(feeds);
-          params = r[st.newParams].data as Float32Array;
-          moment1 = r[st.newM].data as Float32Array;
-          moment2 = r[st.newV].data as Float32Array;
+          const result = await runner.session.runOnDevice(feeds);
+          state.update(st, result);
+          const r = result.host; // loss, grad_norm, grads_finite
           loss = (r.loss.data as Float32Array)[0];
           gradNorm = (r.grad_norm.data as Float32Array)[0];
           if (scaling && lossScaling) countScaledStep((r[scaling.finite].data as Float32Array)[0] === 1); // the graph kept the old state if not
         } else {
           gradSum.fill(0);
+          const { params } = await state.toHost(); // on the host already: accumulation keeps it there
           for (let a = 0; a < s.gradAccum; a++) {
             const batch = batchAt(step * s.gradAccum + a);
             epoch = batch.epoch;
@@ -670,20 +679,17 @@ export class Trainer {
           }
           for (let i = 0; i < gradSum.length; i++) gradSum[i] /= s.gradAccum; // the mean gradient, as one batch of accum x batch
           const st = update!.graph.state;
-          const feeds: Record<string, HostTensor> = { ...scalars };
-          feeds[st.params] = f32([layout.size], params);
+          const feeds: Record<string, HostTensor | DeviceTensor> = { ...scalars, ...state.feeds(st) };
           feeds[st.grad] = f32([layout.size], gradSum);
-          feeds[st.m] = f32([layout.size], moment1);
-          feeds[st.v] = f32([layout.size], moment2);
-          const r = await update!.session.run(feeds);
-          params = r[st.newParams].data as Float32Array;
-          moment1 = r[st.newM].data as Float32Array;
-          moment2 = r[st.newV].data as Float32Array;
-          gradNorm = (r.grad_norm.data as Float32Array)[0];
+          const result = await update!.session.runOnDevice(feeds);
+          state.update(st, result);
+          gradNorm = (result.host.grad_norm.data as Float32Array)[0];
         }
         await finishStep({ loss, gradNorm, lr, milliseconds: performance.now() - t0 });
       }
+      await state.toHost(); // read back while its sessions are open; the final checkpoint and the LoRA file use it
     } finally {
+      state.dispose();
       for (const runner of runners.values()) await runner.session.release();
       if (update) await update.session.release();
     }
@@ -691,9 +697,10 @@ export class Trainer {
     // --- save
     // How well the runs were filled (checkpoints, previews, the end, bucket changes and overflows end them early).
     if (stepsPerRun > 1) events.emit('phase', { phase: 'train', message: `${step - startStep} step(s) in ${sessionRuns} run(s) of up to ${stepsPerRun}` });
+    if (state.readBacks > 0) events.emit('phase', { phase: 'train', message: `LoRA and AdamW state kept on the device between runs, read back ${state.readBacks} time(s) (checkpoints, previews, the end)` });
     const stopped = step < s.steps;
     events.emit('phase', { phase: 'save', message: `writing ${s.out}` });
-    writeCheckpoint(step, stopped ? 'stop' : 'end');
+    await writeCheckpoint(step, stopped ? 'stop' : 'end');
     const finishedAt = Math.floor(Date.now() / 1000);
     const folderName = basename(dataset.folder);
     const tags: Record<string, number> = {};
@@ -734,7 +741,7 @@ export class Trainer {
       trigger: s.trigger,
     });
     mkdirSync(dirname(s.out), { recursive: true });
-    const trained = loraModulesFromNetwork(modules, loraTensors());
+    const trained = loraModulesFromNetwork(modules, loraTensors((await state.toHost()).params));
     // SDXL files get sd-scripts' SDXL names (LDM UNet blocks), which A1111 and ComfyUI expect.
     const exported = model.kind === 'sdxl' ? toSdxlKohyaNames(trained, model.unet.config) : trained;
     writeLoraFile(s.out, exported, { format: s.format, precision: s.precision, metadata });
