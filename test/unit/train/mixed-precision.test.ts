@@ -8,15 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
 import { openModelFolder } from '../../../src-main/engine/io/model-folder';
-import { unetTargets } from '../../../src-main/engine/lora/targets';
 import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
 import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
-import { NoiseSchedule } from '../../../src-main/engine/sample/noise-schedule';
 import { adamwStepValues, DEFAULT_ADAMW } from '../../../src-main/engine/train/adamw';
 import { loadCheckpoint } from '../../../src-main/engine/train/checkpoint';
 import { resolveTrainSettings } from '../../../src-main/engine/train/settings';
 import { buildTrainStepGraph } from '../../../src-main/engine/train/train-step-graph';
 import { Trainer } from '../../../src-main/engine/train/trainer';
+import { embeddedStepSpec } from '../../helpers/step-spec';
 
 const work = mkdtempSync(join(tmpdir(), 'lora-f16-'));
 const sampleDataset = fileURLToPath(new URL('../../../resources/sample-dataset', import.meta.url));
@@ -25,16 +24,7 @@ const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dty
 describe('float16 training', () => {
   it('keeps the old state and reports the overflow when scaled gradients are not finite', async () => {
     const model = openModelFolder(ensureEmbeddedModel(join(work, 'models')));
-    const step = buildTrainStepGraph({
-      unetConfig: model.unet.config,
-      weights: model.unet.weights,
-      build: { dtype: 'float16' },
-      lora: { rank: 4, alpha: 4, targets: unetTargets('attention') },
-      shape: { batch: 1, latentHeight: 8, latentWidth: 8, tokens: 77, contextDim: 32 },
-      loss: { prediction: 'epsilon' },
-      alphasCumprod: NoiseSchedule.fromConfig(model.schedulerConfig).alphasCumprod,
-      adamw: DEFAULT_ADAMW,
-    });
+    const step = buildTrainStepGraph(embeddedStepSpec(model, 'float16'));
     expect(step.lossScaling).toBeDefined();
     const session = await Session.create(serializeModel(step.graph));
     const size = step.layout.size;

@@ -12,10 +12,8 @@ import { describe, expect, it } from 'vitest';
 import { serializeModel } from '../../../src-main/engine/graph/onnx-model';
 import { openModelFolder } from '../../../src-main/engine/io/model-folder';
 import { readLoraFile, type LoraModuleWeights } from '../../../src-main/engine/lora/lora-file';
-import { unetTargets } from '../../../src-main/engine/lora/targets';
 import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
 import { Session, type HostTensor } from '../../../src-main/engine/runtime/session';
-import { NoiseSchedule } from '../../../src-main/engine/sample/noise-schedule';
 import { adamwStepValues, DEFAULT_ADAMW } from '../../../src-main/engine/train/adamw';
 import { loadCheckpoint } from '../../../src-main/engine/train/checkpoint';
 import type { TrainEvent } from '../../../src-main/engine/train/events';
@@ -24,6 +22,7 @@ import { resolveTrainSettings, settingsFingerprint, type TrainSettingsInput } fr
 import { Trainer } from '../../../src-main/engine/train/trainer';
 import { cliIn } from '../../helpers/cli';
 import { goldenDir } from '../../helpers/golden';
+import { embeddedStepSpec } from '../../helpers/step-spec';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const sampleDataset = join(repoRoot, 'resources', 'sample-dataset');
@@ -164,16 +163,7 @@ describe('several optimizer steps per session run', () => {
     const model = openModelFolder(ensureEmbeddedModel(modelsDir));
     const K = 3;
     const graph = buildMultiStepTrainGraph(
-      {
-        unetConfig: model.unet.config,
-        weights: model.unet.weights,
-        build: { dtype: 'float16' },
-        lora: { rank: 4, alpha: 4, targets: unetTargets('attention') },
-        shape: { batch: 1, latentHeight: 8, latentWidth: 8, tokens: 77, contextDim: 32 },
-        loss: { prediction: 'epsilon' },
-        alphasCumprod: NoiseSchedule.fromConfig(model.schedulerConfig).alphasCumprod,
-        adamw: DEFAULT_ADAMW,
-      },
+      embeddedStepSpec(model, 'float16'),
       K,
       { partialRuns: true },
     );
