@@ -136,15 +136,27 @@ export function checkPreviews(view: TrainSettingsView): void {
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
 /**
- * Sustained TFLOP/s of the engine's training step per provider: measured on an H100 (BENCHMARKS.md,
- * SD1.5 512 px batch 1: 15 on CUDA, 4.6 on WebGPU); an assumption for DirectML and big models on
- * the CPU.
+ * Sustained TFLOP/s of the engine's training step per provider at batch 1 and batch 4, measured
+ * on an H100 (BENCHMARKS.md, SD1.5 512 px, 2026-11-23: CUDA 10.1 it/s at batch 1 and 33.2
+ * images/s at batch 4; WebGPU 3.0 it/s at batch 1, batch 4 not measured); between them linear in
+ * the batch, above batch 4 the batch-4 rate. An assumption for DirectML and big models on the CPU.
  */
-const ASSUMED_TFLOPS: Record<ExecutionProvider, number | null> = { cuda: 15, webgpu: 4.6, dml: null, cpu: 0.05 };
+const MEASURED_TFLOPS: Record<ExecutionProvider, { batch1: number; batch4: number } | null> = {
+  cuda: { batch1: 18.1, batch4: 59.4 },
+  webgpu: { batch1: 5.4, batch4: 5.4 },
+  dml: null,
+  cpu: { batch1: 0.05, batch4: 0.05 },
+};
+const sustainedTflops = (device: ExecutionProvider, batch: number): number | null => {
+  const rate = MEASURED_TFLOPS[device];
+  if (!rate) return null;
+  const t = Math.min(1, Math.max(0, (batch - 1) / 3));
+  return rate.batch1 + t * (rate.batch4 - rate.batch1);
+};
 /** Measured: the embedded model trains about 70 steps/s at 64 px, batch 1, on a 2-core CPU (lora-studio train, 2026-11). */
 const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
-/** Gradient checkpointing recomputes the UNet blocks' forward: measured 8% fewer steps/s (H100, SD1.5 512 px, batch 4). */
-const CHECKPOINTING_TIME_FACTOR = 1 / 0.92;
+/** Gradient checkpointing recomputes the UNet blocks' forward: measured 13% fewer images/s (H100, SD1.5 512 px, batch 4: 28.7 vs 33.2). */
+const CHECKPOINTING_TIME_FACTOR = 33.2 / 28.7;
 
 export function estimateRun(
   view: TrainSettingsView,
@@ -166,11 +178,11 @@ export function estimateRun(
     seconds = view.steps * samplesPerStep * TINY_CPU_SECONDS_PER_SAMPLE * (view.resolution / 64) ** 2;
     notes.push('Time: measured speed of the embedded model on a 2-core CPU (about 70 steps/s at 64 px), scaled by batch and pixels.');
   } else {
-    const tflops = ASSUMED_TFLOPS[view.device];
+    const tflops = sustainedTflops(view.device, view.batch);
     const tflopPerStep = SD15_STEP_TFLOP_PER_IMAGE_512 * pixels * (params / SD15_UNET_PARAMS) * samplesPerStep;
     seconds = tflops === null ? null : (view.steps * tflopPerStep) / tflops;
     notes.push(
-      `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at ${tflops ?? '?'} TFLOP/s on ${view.device} (measured on an H100 for CUDA and WebGPU; slower GPUs take longer).`,
+      `Time: ${tflopPerStep.toFixed(3)} TFLOP per step (SD1.5's 1.79 TFLOP per 512 px image, scaled by pixels, UNet size and batch) at ${tflops?.toFixed(1) ?? '?'} TFLOP/s on ${view.device} at batch ${view.batch} (measured on an H100 for CUDA and WebGPU; slower GPUs take longer; several steps per run, not counted here, were up to 30% faster on CUDA).`,
     );
   }
   const checkpointing = view.gradientCheckpointing ?? false;
@@ -180,7 +192,7 @@ export function estimateRun(
     throw new ApiError('bad-settings', `Training settings: stepsPerRun must be a whole number from 1 to ${MAX_STEPS_PER_RUN}, got ${stepsPerRun}.`);
   if (checkpointing && seconds !== null) {
     seconds *= CHECKPOINTING_TIME_FACTOR;
-    notes.push('Time: about 9% longer with gradient checkpointing (the UNet blocks run their forward twice; 8% fewer steps/s measured on an H100).');
+    notes.push('Time: about 16% longer with gradient checkpointing (the UNet blocks run their forward twice; 13% fewer images/s measured on an H100).');
   }
   const previewImages = view.previewEvery > 0 ? (Math.floor(view.steps / view.previewEvery) + 1) * view.previews.length : 0;
   if (previewImages > 0) notes.push(`Previews: ${previewImages} image(s) (${view.previews.length} prompt(s) at the start and every ${view.previewEvery} steps) add to the time.`);
@@ -198,7 +210,7 @@ export function estimateRun(
   const peakMemoryGiB = memory.peakBytes / 2 ** 30;
   notes.push(
     `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + ${memory.factor} x ${gib(memory.liveBytes)} GiB of tensors alive at once in a step ` +
-      `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}${stepsPerRun > 1 ? `, ${stepsPerRun} steps per run` : ''}) + ${gib(memory.fixedBytes)} GiB fixed ` +
+      `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}${stepsPerRun > 1 ? `, ${stepsPerRun} steps per run` : ''})${view.device === 'cpu' ? '' : ', rounded up to whole GiB as the GPU arena grows,'} + ${gib(memory.fixedBytes)} GiB fixed ` +
       `(${view.device === 'cpu' ? 'the process itself' : 'CUDA context and runtime'}; the factor is calibrated on H100 peaks).`,
   );
   return { steps: view.steps, samplesPerEpoch, epochs, seconds, peakMemoryGiB, device: view.device, notes };
