@@ -158,6 +158,10 @@ const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
 /** Gradient checkpointing recomputes the UNet blocks' forward: measured 13% fewer images/s (H100, SD1.5 512 px, batch 4: 28.7 vs 33.2). */
 const CHECKPOINTING_TIME_FACTOR = 33.2 / 28.7;
 
+/** Parameters of a component, from its weight file's shapes. */
+const countParams = (weights: OpenedModel['unet']['weights']): number =>
+  [...weights.keys()].reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
+
 export function estimateRun(
   view: TrainSettingsView,
   samplesPerEpoch: number,
@@ -169,8 +173,7 @@ export function estimateRun(
   if (samplesPerEpoch === 0) notes.push('The dataset has no trainable images yet.');
 
   const unet = model.opened.unet;
-  let params = 0;
-  for (const key of unet.weights.keys()) params += unet.weights.entry(key)!.shape.reduce((a, b) => a * b, 1);
+  const params = countParams(unet.weights);
   const pixels = (view.resolution / 512) ** 2;
 
   let seconds: number | null;
@@ -207,7 +210,12 @@ export function estimateRun(
     { target: view.device === 'cpu' ? 'cpu' : 'gpu', gradientCheckpointing: checkpointing, rank: view.rank, stepsPerRun },
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
-  const peakMemoryGiB = memory.peakBytes / 2 ** 30;
+  // Text encoder training runs the encoders in the step graph (SDXL: both, the frozen one too):
+  // their weights come on top; their activations (77 tokens a prompt) are small beside the UNet's.
+  const encoders = view.trainTextEncoder ? [model.opened.textEncoder, ...(model.opened.textEncoder2 ? [model.opened.textEncoder2] : [])] : [];
+  const encoderBytes = encoders.reduce((sum, te) => sum + countParams(te.weights), 0) * (dtype === 'float16' ? 2 : 4);
+  if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
+  const peakMemoryGiB = (memory.peakBytes + encoderBytes) / 2 ** 30;
   notes.push(
     `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + ${memory.factor} x ${gib(memory.liveBytes)} GiB of tensors alive at once in a step ` +
       `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}${stepsPerRun > 1 ? `, ${stepsPerRun} steps per run` : ''})${view.device === 'cpu' ? '' : ', rounded up to whole GiB as the GPU arena grows,'} + ${gib(memory.fixedBytes)} GiB fixed ` +

@@ -40,6 +40,17 @@ describe('gradient checkpointing in the studio setup', () => {
     expect(memoryNote).toMatch(/^Memory: UNet weights [\d.]+ GiB \(float16\) \+ [\d.]+ x [\d.]+ GiB of tensors alive at once in a step \(batch 4, 512 px, gradient checkpointing\), rounded up to whole GiB as the GPU arena grows, \+ [\d.]+ GiB fixed/);
     expect(plain.notes.some((n) => n.includes('gradient checkpointing'))).toBe(false);
   });
+
+  it('adds the text encoder weights when the text encoder is trained', () => {
+    const opened = openModelFolder(ensureEmbeddedModel(folders.modelsDir));
+    const view: TrainSettingsView = { ...defaultSettingsView(), device: 'cuda' };
+    const unetOnly = estimateRun(view, 10, { opened, embedded: true });
+    const withEncoder = estimateRun({ ...view, trainTextEncoder: true }, 10, { opened, embedded: true });
+    let params = 0;
+    for (const key of opened.textEncoder.weights.keys()) params += opened.textEncoder.weights.entry(key)!.shape.reduce((a, b) => a * b, 1);
+    expect((withEncoder.peakMemoryGiB! - unetOnly.peakMemoryGiB!) * 2 ** 30).toBeCloseTo(2 * params, 0); // float16 on the GPU
+    expect(withEncoder.notes.some((n) => n.includes('text encoder weights'))).toBe(true);
+  });
 });
 
 describe('text encoder choice in the studio setup', () => {
