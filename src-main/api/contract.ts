@@ -126,7 +126,7 @@ export interface TrainSettingsView {
   noiseOffset: number;
   maxGradNorm: number | null;
   trigger: string | null;
-  /** Also train a LoRA on the CLIP text encoder (SDXL: both of them, see textEncoders); its captions are then not cached. */
+  /** Also train a LoRA on the CLIP text encoder (SDXL: both of them, or one: see textEncoders); the trained encoders run every step. */
   trainTextEncoder?: boolean;
   /**
    * SDXL: which text encoders trainTextEncoder trains: 'all' (default), or only '1' (text_encoder)

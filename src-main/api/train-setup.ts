@@ -210,9 +210,12 @@ export function estimateRun(
     { target: view.device === 'cpu' ? 'cpu' : 'gpu', gradientCheckpointing: checkpointing, rank: view.rank, stepsPerRun },
   );
   const gib = (bytes: number): string => (bytes / 2 ** 30).toFixed(2);
-  // Text encoder training runs the encoders in the step graph (SDXL: both, the frozen one too):
-  // their weights come on top; their activations (77 tokens a prompt) are small beside the UNet's.
-  const encoders = view.trainTextEncoder ? [model.opened.textEncoder, ...(model.opened.textEncoder2 ? [model.opened.textEncoder2] : [])] : [];
+  // Text encoder training runs the trained encoders in the step graph (SDXL with one of them
+  // trained: the other's part comes from the text cache): their weights come on top; their
+  // activations (77 tokens a prompt) are small beside the UNet's.
+  const modelEncoders = [model.opened.textEncoder, ...(model.opened.textEncoder2 ? [model.opened.textEncoder2] : [])];
+  const choice = view.textEncoders ?? 'all';
+  const encoders = !view.trainTextEncoder ? [] : choice === 'all' || modelEncoders.length === 1 ? modelEncoders : [modelEncoders[Number(choice) - 1]];
   const encoderBytes = encoders.reduce((sum, te) => sum + countParams(te.weights), 0) * (dtype === 'float16' ? 2 : 4);
   if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
   const peakMemoryGiB = (memory.peakBytes + encoderBytes) / 2 ** 30;

@@ -36,9 +36,10 @@ export const trainCommand: CliCommand = {
   --noise-offset <x>       noise offset (default ${d.noiseOffset})
   --clip-skip <n>          1 = last CLIP layer, 2 = penultimate (default ${d.clipSkip})
   --train-text-encoder [all|1|2]
-                           also train a LoRA on the CLIP text encoder (no text cache then): all
-                           (the default; SDXL: both), or on SDXL only 1 (text_encoder, lora_te1) or
-                           2 (text_encoder_2, lora_te2); the other one stays frozen
+                           also train a LoRA on the CLIP text encoder (it then runs every step):
+                           all (the default; SDXL: both), or on SDXL only 1 (text_encoder,
+                           lora_te1) or 2 (text_encoder_2, lora_te2); the other one stays frozen
+                           and cached
   --te-lr <x>              the text encoder LoRA's learning rate (default: --lr)
   --gradient-checkpointing less GPU memory, ~10% slower: recompute each UNet block's activations in
                            the backward pass (same losses; a run may be resumed with it on or off)

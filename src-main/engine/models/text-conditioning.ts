@@ -11,7 +11,9 @@
 // initializer names must be unique in a graph.
 //
 //   buildTextConditioning(encoders, inputIds, { clipSkip, build, hooks? }): { hidden, textEmbeds? }
-import type { Value } from '../graph/graph';
+// An SDXL encoder's entry may be its part already computed (a frozen encoder's cached output)
+// instead of its ids.
+import { Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { canonicalTextKey, clipTextPrefixOf } from '../io/single-file-writer';
 import type { WeightSource } from '../io/weights';
@@ -69,20 +71,32 @@ function checkClipSkip(clipSkip: number, encoder: TextEncoderComponent, componen
  * The conditioning for token ids `inputIds` (int64 [B, L] per encoder: one for SD 1.x/2.x, two
  * for SDXL, each from its own tokenizer) in the graph of the ids.
  */
-export function buildTextConditioning(encoders: TextEncoders, inputIds: readonly Value[], options: TextConditioningOptions): TextConditioning {
+/** One SDXL encoder's part of the conditioning, in the build dtype: its states [B, L, Hi] and (encoder 2) its text_embeds [B, P]. */
+export interface EncoderPart {
+  hidden: Value;
+  textEmbeds?: Value;
+}
+
+export function buildTextConditioning(encoders: TextEncoders, inputIds: readonly (Value | EncoderPart)[], options: TextConditioningOptions): TextConditioning {
   const { clipSkip, build, hooks = [] } = options;
   const parts = encoders.textEncoder2 ? [encoders.textEncoder, encoders.textEncoder2] : [encoders.textEncoder];
   if (inputIds.length !== parts.length) throw new Error(`text conditioning: ${parts.length} text encoder(s) need ${parts.length} input id tensor(s), got ${inputIds.length}`);
   parts.forEach((encoder, i) => checkClipSkip(clipSkip, encoder, COMPONENT_NAMES[i]));
 
   if (!encoders.textEncoder2) {
+    if (!(inputIds[0] instanceof Value)) throw new Error('text conditioning: SD 1.x/2.x conditioning needs token ids, not a computed part');
     const out = encode(COMPONENT_NAMES[0], encoders.textEncoder, inputIds[0], build, false, hooks[0]);
     const hidden = clipSkip === 1 ? out.lastHiddenState : out.finalLayerNorm(out.hiddenStates.at(-clipSkip)!); // [B, L, H]
     return { hidden };
   }
-  const first = encode(COMPONENT_NAMES[0], encoders.textEncoder, inputIds[0], build, false, hooks[0]);
-  const second = encode(COMPONENT_NAMES[1], encoders.textEncoder2, inputIds[1], build, true, hooks[1]);
-  const unnormed = (out: ClipTextOutputs): Value => out.hiddenStates.at(-(clipSkip + 1))!; // [B, L, Hi]
-  const hidden = op.concat([unnormed(first), unnormed(second)], -1); // [B, L, H1 + H2]
-  return { hidden, textEmbeds: second.textEmbeds! }; // textEmbeds [B, P]
+  const part = (i: 0 | 1, encoder: TextEncoderComponent): EncoderPart => {
+    const given = inputIds[i];
+    if (!(given instanceof Value)) return given;
+    const out: ClipTextOutputs = encode(COMPONENT_NAMES[i], encoder, given, build, i === 1, hooks[i]);
+    return { hidden: out.hiddenStates.at(-(clipSkip + 1))!, textEmbeds: out.textEmbeds }; // [B, L, Hi], [B, P]
+  };
+  const [first, second] = [part(0, encoders.textEncoder), part(1, encoders.textEncoder2)];
+  if (!second.textEmbeds) throw new Error('text conditioning: the given part of text_encoder_2 has no text_embeds');
+  const hidden = op.concat([first.hidden, second.hidden], -1); // [B, L, H1 + H2]
+  return { hidden, textEmbeds: second.textEmbeds }; // textEmbeds [B, P]
 }

@@ -68,14 +68,15 @@ export interface TrainSettings {
   trigger: string | undefined;
   /**
    * Also train a LoRA on the CLIP text encoder (SD 1.x/2.x; kohya 'lora_te_*' modules on the
-   * attention and MLP projections; SDXL: 'lora_te1_*' and 'lora_te2_*', see textEncoders). The text
-   * embeddings are then computed every step, not cached.
+   * attention and MLP projections; SDXL: 'lora_te1_*' and 'lora_te2_*', see textEncoders). The
+   * trained encoders then run every step (their output changes); a frozen one's comes from the cache.
    */
   trainTextEncoder: boolean;
   /**
    * Which text encoders trainTextEncoder trains: 'all' (SD 1.x/2.x: its one; SDXL: both), or only
    * SDXL's first ('1', text_encoder) or second ('2', text_encoder_2); the other one then conditions
-   * the UNet as in UNet-only training, frozen. Anything but 'all' needs trainTextEncoder on.
+   * the UNet as in UNet-only training, frozen, from the text cache (its weights are not loaded for
+   * training). Anything but 'all' needs trainTextEncoder on.
    */
   textEncoders: TextEncoderChoice;
   /**

@@ -6,9 +6,10 @@
 // - SDXL: both encoders, prefixes 'lora_te1' and 'lora_te2' as sd-scripts names them; the batch
 //   feeds input_ids and input_ids_2 (each tokenizer's own ids) and the time ids, while
 //   encoder_hidden_states and text_embeds (text_encoder_2's pooled projection) come from the encoders.
-//   `trains` may pick one of the two ('1' or '2'): only that one gets a LoRA, the other still runs
-//   in the graph, frozen and built as the feature cache builds it, so its part of the conditioning
-//   is the cached one (it has no LoRA tensors, so nothing flows back into it).
+//   `trains` may pick one of the two ('1' or '2'): only that one gets a LoRA and runs in the graph;
+//   the frozen one's part of the conditioning comes from the feature cache, as in UNet-only
+//   training: the batch feeds the cached encoder_hidden_states (its channels of them are taken)
+//   and, when encoder 2 is the frozen one, the cached text_embeds. Its weights never load.
 // All LoRAs live in one flat state vector: the UNet tensors first, in exactly the layout of the
 // UNet-only graph, then the first trained text encoder's, then the second's, so the optimizer, checkpoints
 // and the host loop stay the same. The text encoders may have their own learning rate (sd-scripts'
@@ -24,7 +25,7 @@ import type { CLIPTextConfig } from '../models/clip-text-model';
 import type { WeightLocator } from '../nn/params';
 import type { WeightSource } from '../io/weights';
 import { adamwStepInputs } from './adamw';
-import { buildTextConditioning, type TextConditioning, type TextEncoderComponent } from '../models/text-conditioning';
+import { buildTextConditioning, type EncoderPart, type TextConditioning, type TextEncoderComponent } from '../models/text-conditioning';
 import {
   appendTrainStep,
   concatFlat,
@@ -62,7 +63,14 @@ export type TextEncoderChoice = 'all' | '1' | '2';
  * The batch inputs: token ids replace the cached encoder hidden states (and, SDXL, the cached
  * text_embeds): input_ids, and SDXL's input_ids_2 from tokenizer_2; SDXL keeps the time ids.
  */
-export type TextTrainBatchInputs = Omit<TrainBatchInputs, 'encoderHiddenStates' | 'textEmbeds'> & { inputIds: string; inputIds2?: string };
+export type TextTrainBatchInputs = Omit<TrainBatchInputs, 'encoderHiddenStates' | 'textEmbeds'> & {
+  /** The token ids of each encoder the graph runs: input_ids (text_encoder), SDXL input_ids_2. */
+  inputIds?: string;
+  inputIds2?: string;
+  /** SDXL, one encoder trained: the cached conditioning the frozen encoder's part comes from. */
+  encoderHiddenStates?: string;
+  textEmbeds?: string;
+};
 
 export interface TextEncoderTrainStepGraph extends Omit<TrainStepGraph, 'network' | 'inputs'> {
   inputs: TextTrainBatchInputs;
@@ -91,7 +99,7 @@ function textNetworksOf(spec: TrainStepSpec, te: TextEncoderTrainSpec, views?: L
 }
 
 /** The conditioning on `inputIds` (one per encoder) with `networks[i]` attached to encoder i (none: frozen). */
-function conditionWith(spec: TrainStepSpec, te: TextEncoderTrainSpec, networks: readonly (LoraNetwork | undefined)[], inputIds: readonly Value[]): TextConditioning {
+function conditionWith(spec: TrainStepSpec, te: TextEncoderTrainSpec, networks: readonly (LoraNetwork | undefined)[], inputIds: readonly (Value | EncoderPart)[]): TextConditioning {
   const encoders = { textEncoder: { config: te.config, weights: te.weights }, textEncoder2: te.textEncoder2 };
   return buildTextConditioning(encoders, inputIds, { clipSkip: te.clipSkip, build: spec.build, hooks: networks.map((n) => n?.hook()) });
 }
@@ -135,9 +143,21 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   const x0 = g.input('latents', 'float32', [batch, spec.unetConfig.in_channels, latentHeight, latentWidth]); // [B, 4, h, w]
   const noise = g.input('noise', 'float32', x0.shape); // [B, 4, h, w]
   const timesteps = g.input('timesteps', 'int64', [batch]); // [B]
-  const inputIds = g.input('input_ids', 'int64', [batch, tokens]); // [B, 77]
-  const inputIds2 = te.textEncoder2 && g.input('input_ids_2', 'int64', [batch, tokens]); // SDXL: [B, 77], tokenizer_2's ids
   const timeIds = addedCond && g.input('time_ids', 'float32', [batch, addedCond.timeIds]); // SDXL: [B, 6]
+  // Each encoder: token ids where it runs, else (SDXL, frozen) its part of the cached conditioning.
+  const frozen = te.textEncoder2 ? textLoraPrefixes(te).findIndex((prefix) => prefix === undefined) : -1; // -1: every encoder runs
+  const cachedHidden = frozen >= 0 ? g.input('encoder_hidden_states', 'float32', [batch, tokens, contextDim]) : undefined; // [B, 77, C1 + C2]
+  const cachedTextEmbeds = frozen === 1 && addedCond ? g.input('text_embeds', 'float32', [batch, addedCond.textEmbedsDim]) : undefined; // [B, P]
+  const inputIds = frozen !== 0 ? g.input('input_ids', 'int64', [batch, tokens]) : undefined; // [B, 77]
+  const inputIds2 = te.textEncoder2 && frozen !== 1 ? g.input('input_ids_2', 'int64', [batch, tokens]) : undefined; // SDXL: [B, 77], tokenizer_2's ids
+  const width1 = te.config.hidden_size;
+  const frozenPart = (i: number): EncoderPart => ({
+    hidden: op.cast(i === 0 ? op.slice(cachedHidden!, [0], [width1], [2]) : op.slice(cachedHidden!, [width1], [contextDim], [2]), spec.build.dtype), // [B, 77, Ci]
+    ...(cachedTextEmbeds ? { textEmbeds: op.cast(cachedTextEmbeds, spec.build.dtype) } : {}), // [B, P]
+  });
+  const encoderInputs: (Value | EncoderPart)[] = te.textEncoder2
+    ? [inputIds ?? frozenPart(0), inputIds2 ?? frozenPart(1)]
+    : [inputIds!];
 
   const unetLayout = discoverLoraLayout(spec, { sample: [...x0.shape], context: [batch, tokens, contextDim] });
   const textModules = discoverTextEncoderModules(spec, te, tokens);
@@ -155,7 +175,7 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
   const views = flatViews(state.params, layout, spec.build.dtype);
   const encoderNetworks = textNetworksOf(spec, te, views);
   const textNetworks = trainedOnly(encoderNetworks);
-  const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, encoderNetworks, inputIds2 ? [inputIds, inputIds2] : [inputIds]));
+  const conditioning = g.scope('text_encoder', () => conditionWith(spec, te, encoderNetworks, encoderInputs));
   const context = conditioning.hidden; // [B, 77, C]
   const added = timeIds && { textEmbeds: conditioning.textEmbeds!, timeIds }; // SDXL: [B, P], [B, 6]
 
@@ -179,8 +199,10 @@ export function buildTextEncoderTrainStepGraph(spec: TrainStepSpec, te: TextEnco
       latents: x0.name,
       noise: noise.name,
       timesteps: timesteps.name,
-      inputIds: inputIds.name,
+      ...(inputIds ? { inputIds: inputIds.name } : {}),
       ...(inputIds2 ? { inputIds2: inputIds2.name } : {}),
+      ...(cachedHidden ? { encoderHiddenStates: cachedHidden.name } : {}),
+      ...(cachedTextEmbeds ? { textEmbeds: cachedTextEmbeds.name } : {}),
       ...(timeIds ? { timeIds: timeIds.name } : {}),
     },
     layout,

@@ -241,8 +241,11 @@ export class Trainer {
     if (tokenizer && tokenizer2 && tokenizer2.maxLength !== tokenizer.maxLength)
       throw new Error(`${description}: tokenizer_2 encodes ${tokenizer2.maxLength} tokens, tokenizer ${tokenizer.maxLength}; both text encoders need the same length`);
 
+    // SDXL with one encoder trained: the frozen one's part of the conditioning comes from the text cache.
+    const cachedText = !tokenizer || trainedTextEncoders.length < modelTextEncoders.length;
+
     // --- cache
-    events.emit('phase', { phase: 'cache', message: `${tokenizer ? 'latents' : 'latents and text embeddings'} in ${s.cacheDir}` });
+    events.emit('phase', { phase: 'cache', message: `${cachedText ? 'latents and text embeddings' : 'latents'} in ${s.cacheDir}` });
     const cache = new FeatureCache(s.cacheDir, model, { provider });
     // Model files for the training graphs: they reference the checkpoint's weights in place.
     const graphsDir = join(s.cacheDir, 'graphs');
@@ -250,7 +253,7 @@ export class Trainer {
     try {
       for (const item of items) {
         const latents = await cache.latents(item.path, item.bucket!, item.crop!);
-        const text = tokenizer ? undefined : await cache.text(captionOf(item), s.clipSkip);
+        const text = cachedText ? await cache.text(captionOf(item), s.clipSkip) : undefined;
         const tokenIds = tokenizer?.encode(captionOf(item)); // [77]
         const tokenIds2 = tokenizer2?.encode(captionOf(item)); // [77], SDXL
         samples.push({ item, latents, text, tokenIds, tokenIds2 });
@@ -344,10 +347,10 @@ export class Trainer {
         latents: new Float32Array(latentSize),
         noise: new Float32Array(latentSize),
         timesteps: new BigInt64Array(rows),
-        context: new Float32Array(tokenizer ? 0 : rows * tokens * contextDim),
+        context: new Float32Array(cachedText ? rows * tokens * contextDim : 0),
         inputIds: new BigInt64Array(tokenizer ? rows * tokens : 0),
         inputIds2: new BigInt64Array(tokenizer2 ? rows * tokens : 0),
-        textEmbeds: new Float32Array(tokenizer ? 0 : rows * pooledDim), // text encoder training computes them in the graph
+        textEmbeds: new Float32Array(cachedText ? rows * pooledDim : 0), // text encoder training (of encoder 2) computes them in the graph
         timeIds: new Float32Array(rows * timeIdCount),
       };
       const latentShape = [rows, channels, latentHeight, latentWidth];
@@ -520,7 +523,7 @@ export class Trainer {
         }
         const { tokenIds, tokenIds2 } = samples[index];
         if (text) runner.context.set(text.hidden, i * contextSize);
-        else for (let j = 0; j < tokens; j++) runner.inputIds[i * tokens + j] = BigInt(tokenIds![j]);
+        if (tokenIds) for (let j = 0; j < tokens; j++) runner.inputIds[i * tokens + j] = BigInt(tokenIds[j]);
         if (tokenIds2) for (let j = 0; j < tokens; j++) runner.inputIds2[i * tokens + j] = BigInt(tokenIds2[j]);
         if (addedCond) {
           if (text) runner.textEmbeds.set(text.pooled!, i * pooledDim);

@@ -12,6 +12,7 @@ import type { TrainSettingsView } from '../../../src-main/api/contract';
 import { defaultSettingsView, engineSettings, estimateRun, TRAIN_PRESETS } from '../../../src-main/api/train-setup';
 import { openModelFolder } from '../../../src-main/engine/io/model-folder';
 import { ensureEmbeddedModel } from '../../../src-main/engine/models/embedded-tiny-model';
+import { goldenDir } from '../../helpers/golden';
 
 const work = mkdtempSync(join(tmpdir(), 'lora-train-setup-'));
 const folders = { modelsDir: join(work, 'models'), cacheDir: join(work, 'cache') };
@@ -50,6 +51,17 @@ describe('gradient checkpointing in the studio setup', () => {
     for (const key of opened.textEncoder.weights.keys()) params += opened.textEncoder.weights.entry(key)!.shape.reduce((a, b) => a * b, 1);
     expect((withEncoder.peakMemoryGiB! - unetOnly.peakMemoryGiB!) * 2 ** 30).toBeCloseTo(2 * params, 0); // float16 on the GPU
     expect(withEncoder.notes.some((n) => n.includes('text encoder weights'))).toBe(true);
+  });
+
+  it('SDXL: counts only the trained encoder when one is chosen (the frozen one conditions from the cache)', () => {
+    const opened = openModelFolder(join(goldenDir('tiny-sdxl'), 'model'));
+    const bytesOf = (weights: typeof opened.unet.weights): number => [...weights.keys()].reduce((n, k) => n + 2 * weights.entry(k)!.shape.reduce((a, b) => a * b, 1), 0); // float16
+    const view: TrainSettingsView = { ...defaultSettingsView(), device: 'cuda', resolution: 64 };
+    const peak = (v: Partial<TrainSettingsView>): number => estimateRun({ ...view, ...v }, 10, { opened, embedded: false }).peakMemoryGiB! * 2 ** 30;
+    const unetOnly = peak({});
+    expect(peak({ trainTextEncoder: true }) - unetOnly).toBeCloseTo(bytesOf(opened.textEncoder.weights) + bytesOf(opened.textEncoder2!.weights), 0);
+    expect(peak({ trainTextEncoder: true, textEncoders: '1' }) - unetOnly).toBeCloseTo(bytesOf(opened.textEncoder.weights), 0);
+    expect(peak({ trainTextEncoder: true, textEncoders: '2' }) - unetOnly).toBeCloseTo(bytesOf(opened.textEncoder2!.weights), 0);
   });
 });
 

@@ -114,7 +114,7 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
       const params = Float32Array.from({ length: size }, () => 0.05 * rng.normalValue()); // up != 0 everywhere: every path carries gradient
       const feeds: Record<string, HostTensor> = {
         ...batchFeeds(step, 16, 4),
-        [step.inputs.inputIds]: ids64(tokenizer),
+        [step.inputs.inputIds!]: ids64(tokenizer),
         [step.inputs.inputIds2!]: ids64(tokenizer2),
         [step.state.m]: f32([size], new Float32Array(size)),
         [step.state.v]: f32([size], new Float32Array(size)),
@@ -184,7 +184,7 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
         const batch = batchFeeds(teStep, 8, 5);
         const a = await teSession.run({
           ...batch,
-          [teStep.inputs.inputIds]: ids64(tokenizer),
+          [teStep.inputs.inputIds!]: ids64(tokenizer),
           [teStep.inputs.inputIds2!]: ids64(tokenizer2),
           ...feedState(teStep.state, state(teStep.layout.size, params)),
           ...adamwScalars(),
@@ -212,15 +212,29 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
     }
   }, 60_000);
 
-  it('one encoder trained: the step is the both-encoder step with the other LoRA at zero (the frozen encoder conditions as without a LoRA)', async () => {
+  it('one encoder trained: the step is the both-encoder step with the other LoRA at zero (the frozen encoder\'s part from the cached features)', async () => {
     const all = buildSdxlStep(model, 8);
+    // The cached conditioning (clip skip 1), where the one-encoder step takes its frozen part.
+    const cache = new FeatureCache(join(work, 'cache-one-encoder'), model);
+    const hidden = new Float32Array(captions.length * 77 * 64); // [B, 77, 64]
+    const pooled = new Float32Array(captions.length * 32); // [B, 32]
+    try {
+      for (const [i, caption] of captions.entries()) {
+        const text = await cache.text(caption, 1);
+        hidden.set(text.hidden, i * 77 * 64);
+        pooled.set(text.pooled!, i * 32);
+      }
+    } finally {
+      await cache.release();
+    }
     const unetSize = all.textEncoderOffset;
     const tensorsOf = (step: TextEncoderTrainStepGraph, prefix: string) => step.layout.tensors.filter((t) => t.name.startsWith(prefix));
     const allSession = await Session.create(serializeModel(all.graph), { provider: 'cpu' });
     try {
       for (const [trains, kept, frozen] of [['1', 'lora_te1_', 'lora_te2_'], ['2', 'lora_te2_', 'lora_te1_']] as const) {
         const one = buildSdxlStep(model, 8, 1, trains);
-        // Only the trained encoder's modules, right after the UNet's; the graph still takes both tokenizers' ids.
+        // Only the trained encoder's modules, right after the UNet's; the graph takes the trained
+        // encoder's ids and the cached conditioning (encoder 2 frozen: its text_embeds too).
         expect(one.modules.filter((m) => m.key.startsWith(frozen)), trains).toEqual([]);
         expect(one.modules.filter((m) => m.key.startsWith(kept)), trains).toHaveLength(layers * 6);
         expect(one.textEncoderOffset).toBe(unetSize);
@@ -228,7 +242,10 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
         expect(one.layout.tensors.slice(0, unetTensors.length)).toEqual(unetTensors);
         expect(one.layout.tensors.slice(unetTensors.length).map((t) => t.name)).toEqual(tensorsOf(all, kept).map((t) => t.name));
         expect(one.layout.size).toBe(unetSize + tensorsOf(all, kept).reduce((n, t) => n + t.size, 0));
-        expect(one.inputs).toMatchObject({ inputIds: 'input_ids', inputIds2: 'input_ids_2', timeIds: 'time_ids' });
+        expect(one.inputs).toMatchObject({ encoderHiddenStates: 'encoder_hidden_states', timeIds: 'time_ids' });
+        expect([one.inputs.inputIds, one.inputs.inputIds2, one.inputs.textEmbeds], trains).toEqual(
+          trains === '1' ? ['input_ids', undefined, 'text_embeds'] : [undefined, 'input_ids_2', undefined],
+        );
 
         // The same UNet and trained-encoder LoRA in both (random, up != 0, so every context value
         // moves the gradients); in the both-encoder step the other encoder's down random, up zero.
@@ -246,8 +263,10 @@ describe('SDXL text encoder LoRA (tiny-sdxl)', () => {
         }
         const feedsFor = (step: TextEncoderTrainStepGraph, params: Float32Array): Record<string, HostTensor> => ({
           ...batchFeeds(step, 8, 6),
-          [step.inputs.inputIds]: ids64(tokenizer),
-          [step.inputs.inputIds2!]: ids64(tokenizer2),
+          ...(step.inputs.inputIds ? { [step.inputs.inputIds]: ids64(tokenizer) } : {}),
+          ...(step.inputs.inputIds2 ? { [step.inputs.inputIds2]: ids64(tokenizer2) } : {}),
+          ...(step.inputs.encoderHiddenStates ? { [step.inputs.encoderHiddenStates]: f32([captions.length, 77, 64], hidden) } : {}),
+          ...(step.inputs.textEmbeds ? { [step.inputs.textEmbeds]: f32([captions.length, 32], pooled) } : {}),
           [step.state.params]: f32([params.length], params),
           [step.state.m]: f32([params.length], new Float32Array(params.length)),
           [step.state.v]: f32([params.length], new Float32Array(params.length)),

@@ -140,7 +140,7 @@ describe('text encoder LoRA training', () => {
         [step.inputs.latents]: f32(latentShape, randn(latentSize)),
         [step.inputs.noise]: f32(latentShape, randn(latentSize)),
         [step.inputs.timesteps]: { dtype: 'int64', shape: [batch], data: BigInt64Array.of(100n, 700n) },
-        [step.inputs.inputIds]: { dtype: 'int64', shape: [batch, tokenizer.maxLength], data: ids },
+        [step.inputs.inputIds!]: { dtype: 'int64', shape: [batch, tokenizer.maxLength], data: ids },
         [step.state.m]: f32([size], new Float32Array(size)),
         [step.state.v]: f32([size], new Float32Array(size)),
         ...Object.fromEntries(Object.entries(adamwStepValues(DEFAULT_ADAMW, 1e-3, 1)).map(([k, v]) => [k, f32([], Float32Array.of(v))])),
