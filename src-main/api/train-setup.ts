@@ -2,6 +2,7 @@
 // left out, the presets, and the time / memory estimate shown before a run.
 import type { OpenedModel } from '../engine/io/model-folder';
 import { estimateTrainingMemory } from '../engine/train/memory-estimate';
+import { trainedTextEncoders } from '../engine/train/text-encoder-step-graph';
 import { DEFAULT_TRAIN_SETTINGS, MAX_STEPS_PER_RUN, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
 import { ApiError } from './errors';
@@ -214,8 +215,7 @@ export function estimateRun(
   // trained: the other's part comes from the text cache): their weights come on top; their
   // activations (77 tokens a prompt) are small beside the UNet's.
   const modelEncoders = [model.opened.textEncoder, ...(model.opened.textEncoder2 ? [model.opened.textEncoder2] : [])];
-  const choice = view.textEncoders ?? 'all';
-  const encoders = !view.trainTextEncoder ? [] : choice === 'all' || modelEncoders.length === 1 ? modelEncoders : [modelEncoders[Number(choice) - 1]];
+  const encoders = trainedTextEncoders(modelEncoders, view.trainTextEncoder ?? false, view.textEncoders);
   const encoderBytes = encoders.reduce((sum, te) => sum + countParams(te.weights), 0) * (dtype === 'float16' ? 2 : 4);
   if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
   const peakMemoryGiB = (memory.peakBytes + encoderBytes) / 2 ** 30;

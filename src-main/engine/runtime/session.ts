@@ -145,7 +145,6 @@ export function fromOrtTensor(t: ort.Tensor): HostTensor {
 
 let graphCounter = 0;
 
-
 export class Session {
   private constructor(
     private readonly inner: ort.InferenceSession,
@@ -252,8 +251,7 @@ export class Session {
       copy = await Session.fromGraph(g, { provider: this.provider });
       this.copySessions.set(key, copy);
     }
-    const result = await copy.inner.run({ x: t.inner });
-    return fromOrtTensor(result.y);
+    return (await copy.runOnDevice({ x: t })).host.y;
   }
 
   async release(): Promise<void> {

@@ -59,6 +59,12 @@ export interface TextEncoderTrainSpec {
  */
 export type TextEncoderChoice = 'all' | '1' | '2';
 
+/** Of a model's text encoders (in order), those a run trains: none when off, else per `choice` (a model with one encoder trains it). */
+export function trainedTextEncoders<T>(encoders: readonly T[], trainTextEncoder: boolean, choice: TextEncoderChoice = 'all'): T[] {
+  if (!trainTextEncoder) return [];
+  return choice === 'all' || encoders.length === 1 ? [...encoders] : [encoders[Number(choice) - 1]];
+}
+
 /**
  * The batch inputs: token ids replace the cached encoder hidden states (and, SDXL, the cached
  * text_embeds): input_ids, and SDXL's input_ids_2 from tokenizer_2; SDXL keeps the time ids.

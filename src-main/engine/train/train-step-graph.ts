@@ -183,7 +183,7 @@ export function flatRowWidth(sizes: readonly number[]): number {
   return sizes.reduce(gcd, 0) || 1;
 }
 
-/** Joins flat pieces (each [n_i]) into one [sum n_i] along rows of flatRowWidth (see there). */
+/** Joins pieces of any shape, flattened, into one [sum n_i] along rows of flatRowWidth (see there). */
 export function concatFlat(pieces: readonly Value[]): Value {
   const width = flatRowWidth(pieces.map((p) => numel(p.shape)));
   const rows = op.concat(pieces.map((p) => op.reshape(p, [numel(p.shape) / width, width])), 0); // [P / w, w]
@@ -241,7 +241,7 @@ export function appendTrainStep(
 
   const trainable = [network, ...(extra?.networks ?? [])].flatMap((n) => n.parameters()); // layout order
   const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable);
-  const flatGrad = op.cast(concatFlat(perTensor.map((gr) => op.reshape(gr, [numel(gr.shape)]))), 'float32'); // [P], layout order
+  const flatGrad = op.cast(concatFlat(perTensor), 'float32'); // [P], layout order
   const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
   const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);
   const finite = lossScale ? op.equal(op.sub(norm, norm), 0) : undefined; // NaN and inf give NaN - NaN != 0

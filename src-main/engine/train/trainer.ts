@@ -38,7 +38,7 @@ import { componentIdentity, FeatureCache, type CachedLatents, type CachedText } 
 import { learningRateAt } from './lr-schedule';
 import { buildMultiStepTrainGraph } from './multi-step-graph';
 import { settingsFingerprint, trajectorySettings, type TrainSettings } from './settings';
-import { buildTextEncoderTrainStepGraph, type TextTrainBatchInputs } from './text-encoder-step-graph';
+import { buildTextEncoderTrainStepGraph, trainedTextEncoders, type TextTrainBatchInputs } from './text-encoder-step-graph';
 import { TrainState, type HostTrainState, type OpenStepSession, type StateNames, type StepSession } from './train-state';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
 import { ClipTokenizer } from '../tokenizer/clip-tokenizer';
@@ -196,10 +196,10 @@ export class Trainer {
       throw new Error(
         `${description}: textEncoders "2" (--train-text-encoder 2) trains SDXL's second text encoder, but this ${KIND_NAMES[model.kind]} model has only one; train it with --train-text-encoder (all)`,
       );
-    const trainedTextEncoders = !s.trainTextEncoder ? [] : s.textEncoders === 'all' ? modelTextEncoders : [modelTextEncoders[Number(s.textEncoders) - 1]];
+    const trainedEncoders = trainedTextEncoders(modelTextEncoders, s.trainTextEncoder, s.textEncoders);
     const trainedTargets = `${s.targets}${!s.trainTextEncoder ? '' : s.textEncoders === 'all' ? ' + text encoder' : ` + text encoder ${s.textEncoders}`}`;
     const unetComponentIdentity = componentIdentity(model.unet.weights, model.unet.config);
-    const unetIdentity = unetComponentIdentity + trainedTextEncoders.map((te, i) => `${i === 0 ? '+te:' : '+'}${componentIdentity(te.weights, te.config)}`).join('');
+    const unetIdentity = unetComponentIdentity + trainedEncoders.map((te, i) => `${i === 0 ? '+te:' : '+'}${componentIdentity(te.weights, te.config)}`).join('');
     // cpu needs no probe (probing the others loads their libraries and logs their failures)
     const { provider, note } = s.device === 'cpu' ? { provider: 'cpu' as const, note: undefined } : await chooseProvider(s.device);
     if (note) events.emit('phase', { phase: 'model', message: note });
@@ -242,7 +242,7 @@ export class Trainer {
       throw new Error(`${description}: tokenizer_2 encodes ${tokenizer2.maxLength} tokens, tokenizer ${tokenizer.maxLength}; both text encoders need the same length`);
 
     // SDXL with one encoder trained: the frozen one's part of the conditioning comes from the text cache.
-    const cachedText = !tokenizer || trainedTextEncoders.length < modelTextEncoders.length;
+    const cachedText = !tokenizer || trainedEncoders.length < modelTextEncoders.length;
 
     // --- cache
     events.emit('phase', { phase: 'cache', message: `${cachedText ? 'latents and text embeddings' : 'latents'} in ${s.cacheDir}` });
@@ -717,7 +717,7 @@ export class Trainer {
       networkArgs: {
         ...(s.targets === 'transformer+conv' ? { conv_dim: String(s.rank), conv_alpha: String(s.alpha) } : {}),
         // SDXL with one of its text encoders trained: which one (the file has only its lora_te1_ or lora_te2_ keys)
-        ...(trainedTextEncoders.length > 0 && trainedTextEncoders.length < modelTextEncoders.length ? { train_text_encoder: s.textEncoders } : {}),
+        ...(trainedEncoders.length > 0 && trainedEncoders.length < modelTextEncoders.length ? { train_text_encoder: s.textEncoders } : {}),
       },
       resolution: { width: s.resolution, height: s.resolution },
       numTrainImages: samples.reduce((n, x) => n + x.item.repeats, 0),
