@@ -12,7 +12,7 @@
 //   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
 //                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
-//                    [--gradient-checkpointing] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...]
+//                    [--gradient-checkpointing] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...] [--ort-env-log-level info]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
@@ -33,7 +33,7 @@ import { unetTargets } from '../src-main/engine/lora/targets';
 import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-model';
 import { randomWeightsFor } from '../src-main/engine/models/random-weights';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
-import { DeviceTensor, Session, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
+import { DeviceTensor, Session, setRuntimeLogLevel, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { Rng } from '../src-main/engine/sample/rng';
@@ -58,6 +58,7 @@ const { values: args } = parseArgs({
     json: { type: 'string' },
     'allow-cpu-fallback': { type: 'boolean', default: false },
     'ort-log-level': { type: 'string', default: '3' },
+    'ort-env-log-level': { type: 'string' },
     profile: { type: 'boolean', default: false },
     'steps-per-run': { type: 'string', default: '1' },
     'memory-pattern': { type: 'string' },
@@ -84,6 +85,8 @@ const cacheDir = args['cache-dir']!;
 // WebGPU: the LoRA weights and moments stay on the device between runs (Session.runOnDevice).
 const stateOnDevice = args['state-on-device']! && device === 'webgpu';
 attentionBackward.chunkBytes = Number(args['attention-chunk-mib']) * 2 ** 20;
+// 'info' shows the CUDA arena's growth ("Extending BFCArena ... rounded_bytes"): what sets the peak.
+if (args['ort-env-log-level']) setRuntimeLogLevel(args['ort-env-log-level'] as Parameters<typeof setRuntimeLogLevel>[0]);
 mkdirSync(cacheDir, { recursive: true });
 
 /** Node count per op type, most frequent first: where the per-node dispatch cost goes. */

@@ -5,7 +5,7 @@
 import type { Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { sameShape, shapeToString } from '../graph/shape';
-import { recomputeSegment, segmentOf, staticValues, type Segment } from './recompute';
+import { activationRecomputer, recomputeSegment, segmentOf, staticValues, type Segment } from './recompute';
 import { gradientRules, isDifferentiable, ruleKey, zerosLike, type GradContext } from './rules';
 
 export { sumToShape, zerosLike } from './rules';
@@ -78,6 +78,7 @@ export function gradients(loss: Value, wrt: readonly Value[], seed?: Value): Val
   // Checkpointed segments (recompute.ts): their rules read a copy recomputed when the backward gets there.
   const recomputed = new Map<Segment, Map<Value, Value>>();
   let statics: Set<Value> | undefined;
+  const recomputeActivation = activationRecomputer(new Set(path.map((p) => p.node)));
   graph.scope('grad', () => {
     grads.set(loss, seed ?? op.expand(op.scalarLike(loss, 1), loss.shape));
     for (const { node, needs } of path) {
@@ -87,10 +88,11 @@ export function gradients(loss: Value, wrt: readonly Value[], seed?: Value): Val
       let copies = segment && recomputed.get(segment);
       if (segment && !copies) recomputed.set(segment, (copies = recomputeSegment(segment, outGrads.find((g) => g !== null)!, (statics ??= staticValues(graph)))));
       const local = (v: Value | null): Value | null => (v && copies?.get(v)) ?? v;
+      const anchor = outGrads.find((g) => g !== null)!;
       const ctx: GradContext = {
         graph,
         node,
-        inputs: node.inputs.map(local),
+        inputs: node.inputs.map((v) => (v && copies?.get(v)) ?? (v && recomputeActivation(v, anchor))),
         outputs: node.outputs.map((o) => local(o)!),
         grads: outGrads,
         dy: outGrads[0] ?? zerosLike(node.outputs[0]),

@@ -7,8 +7,10 @@
 // onnxruntime orders nodes by data dependencies only, so a copy that depended only on the segment
 // inputs could run early (right after the forward) and keep everything alive again. Each large
 // input of the copy therefore goes through x + z, where z is a zero computed from the gradient
-// that arrives at the segment: the copy cannot start before the backward gets there.
-// z = 0 * float(bool(g0)) stays 0 whatever g0 is (NaN and inf cast to true).
+// that arrives at the segment: the copy cannot start before the backward gets there
+// (zeroAfter). The same gate orders the attention backward's head groups (rules.ts) and the
+// activations recomputed in the backward (activationRecomputer).
+import type { DType } from '../graph/dtype';
 import type { Graph, Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { numel } from '../graph/shape';
@@ -51,6 +53,17 @@ export function staticValues(g: Graph): Set<Value> {
 }
 
 /**
+ * A [1] zero of `dtype` that onnxruntime can compute only once all `anchors` are: x + zeroAfter(a)
+ * equals x but waits for a, which orders work that data dependencies alone leave free. It is
+ * 0 * (a[0] + ...): NaN only where an anchor's first element is not finite, and then the step's
+ * gradients are not finite anyway (an overflow, which the loss scaling skips).
+ */
+export function zeroAfter(anchors: readonly Value[], dtype: DType): Value {
+  const firsts = anchors.map((a) => op.cast(op.slice(op.reshape(a, [-1]), [0], [1], [0]), dtype)); // [1] each
+  return op.mul(firsts.reduce((sum, f) => op.add(sum, f)), 0); // [1]
+}
+
+/**
  * Appends the copy of `segment` (static nodes, those computed from weights alone, are shared, not
  * copied) and returns the map from each forward value of the segment to its copy. `anchor` is a
  * gradient that exists only once the backward reaches the segment.
@@ -62,10 +75,7 @@ export function recomputeSegment(segment: Segment, anchor: Value, statics: Reado
   const gated = new Map<Value, Value>(); // large segment input -> input + zero
   let zero: Value | undefined;
   const gate = (x: Value): Value => {
-    zero ??= g.scope('recompute_gate', () => {
-      const first = op.slice(op.reshape(anchor, [-1]), [0], [1], [0]); // [1]
-      return op.cast(op.mul(op.cast(op.cast(first, 'bool'), 'float32'), 0), x.dtype); // [1], always 0
-    });
+    zero ??= g.scope('recompute_gate', () => zeroAfter([anchor], 'float32'));
     let y = gated.get(x);
     if (!y) gated.set(x, (y = op.add(x, op.cast(zero, x.dtype)))); // x's shape, equal to x
     return y;
@@ -86,4 +96,36 @@ export function recomputeSegment(segment: Segment, anchor: Value, statics: Reado
     }
   });
   return copies; // the rules see the originals of the segment's inputs
+}
+
+/**
+ * Activations whose output the backward computes again from their input instead of keeping it:
+ * their own rule keeps the input anyway, so a rule that reads the output (the Mul of a GEGLU)
+ * would otherwise keep a second tensor of the same size alive from the forward to the backward.
+ */
+const RECOMPUTED_ACTIVATIONS = new Set(['com.microsoft:Gelu', 'com.microsoft:QuickGelu']);
+
+/**
+ * For the reverse sweep: `recompute(v, anchor)` returns a copy of v computed again in the backward
+ * (after `anchor`) when v is a large output of such an activation whose rule runs (`differentiated`),
+ * else v itself. One copy per value.
+ */
+export function activationRecomputer(differentiated: ReadonlySet<Node>): (v: Value, anchor: Value) => Value {
+  const copies = new Map<Value, Value>();
+  return (v, anchor) => {
+    const producer = v.producer;
+    if (!producer || !differentiated.has(producer) || numel(v.shape) < GATE_MIN_ELEMENTS) return v;
+    if (!RECOMPUTED_ACTIVATIONS.has(producer.domain ? `${producer.domain}:${producer.op}` : producer.op)) return v;
+    let copy = copies.get(v);
+    if (!copy) {
+      const g = v.graph;
+      copy = g.scope('recompute', () => {
+        const x = producer.inputs[0]!;
+        const gated = op.add(x, zeroAfter([anchor], x.dtype)); // x's shape, equal to x
+        return g.addNode(producer.op, [gated], [{ dtype: v.dtype, shape: v.shape }], producer.attrs, producer.domain)[0];
+      });
+      copies.set(v, copy);
+    }
+    return copy;
+  };
 }

@@ -7,6 +7,7 @@
 import { BYTES_PER_ELEMENT, isFloat, type DType } from '../graph/dtype';
 import type { Graph, Node, Value } from '../graph/graph';
 import * as op from '../graph/ops';
+import { zeroAfter } from './recompute';
 import { broadcastAxes, normAxis, numel, sameShape, type Shape } from '../graph/shape';
 
 /** Attention backward recomputes its [Lq, Lk] matrices in head groups of about `chunkBytes` each. */
@@ -123,13 +124,16 @@ function normBackward(
   axes: number[],
   epsilon: number,
   needX: boolean,
+  saved?: { mean: Value; invStdDev: Value }, // the forward's statistics (reduced, keepdims), when it kept them
 ): { dx: Value | null; dyC: Value; xHat: Value } {
   const t = statsDtype(x.dtype);
   const xc = op.cast(x, t); // x's shape
   const dyC = op.cast(dy, t); // x's shape
-  const centered = op.sub(xc, op.reduceMean(xc, axes)); // x's shape
-  const variance = op.reduceMean(op.mul(centered, centered), axes); // reduced, keepdims
-  const rstd = op.reciprocal(op.sqrt(op.add(variance, epsilon))); // reduced, keepdims
+  const mean = saved ? op.cast(saved.mean, t) : op.reduceMean(xc, axes); // reduced, keepdims
+  const centered = op.sub(xc, mean); // x's shape
+  const rstd = saved
+    ? op.cast(saved.invStdDev, t)
+    : op.reciprocal(op.sqrt(op.add(op.reduceMean(op.mul(centered, centered), axes), epsilon))); // reduced, keepdims
   const xHat = op.mul(centered, rstd); // x's shape
   if (!needX) return { dx: null, dyC, xHat };
   const g = scale ? op.mul(dyC, op.cast(scale, t)) : dyC; // x's shape
@@ -194,6 +198,16 @@ const channelSum = (dy: Value): Value => op.reduceSum(dy, dy.shape.map((_, i) =>
 const splitHeads = (x: Value, heads: number): Value => {
   const [b, l, hd] = x.shape;
   return op.transpose(op.reshape(x, [b, l, heads, hd / heads]), [0, 2, 1, 3]);
+};
+/** [B, L, H*D] -> [B, H, D, L] */
+const splitHeadsT = (x: Value, heads: number): Value => {
+  const [b, l, hd] = x.shape;
+  return op.transpose(op.reshape(x, [b, l, heads, hd / heads]), [0, 2, 3, 1]);
+};
+/** [B, H, D, L] -> [B, L, H*D] */
+const mergeHeadsT = (x: Value): Value => {
+  const [b, h, d, l] = x.shape;
+  return op.reshape(op.transpose(x, [0, 3, 1, 2]), [b, l, h * d]);
 };
 /** [B, H, L, D] -> [B, L, H*D] */
 const mergeHeads = (x: Value): Value => {
@@ -295,6 +309,25 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   Erf: (ctx) => {
     const x = input(ctx, 0);
     return [op.mul(ctx.dy, op.mul(op.exp(op.neg(op.mul(x, x))), 2 / Math.sqrt(Math.PI)))];
+  },
+
+  // y = x * sigmoid(a x) (com.microsoft QuickGelu; silu at a = 1): with s = sigmoid(a x),
+  // dx = dy * s * (1 + a x (1 - s)); s is recomputed from x, so only x is kept for the backward
+  'com.microsoft:QuickGelu': (ctx) => {
+    const x = input(ctx, 0);
+    const alpha = floatAttr(ctx.node, 'alpha', 1.702);
+    const ax = alpha === 1 ? x : op.mul(x, alpha); // x's shape
+    const s = op.sigmoid(ax); // x's shape
+    return [op.mul(ctx.dy, op.mul(s, op.add(op.mul(ax, op.sub(op.scalarLike(s, 1), s)), 1)))];
+  },
+
+  // y = x Phi(x) (com.microsoft Gelu, exact): dx = dy * (Phi(x) + x phi(x)), with
+  // Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi), from x alone
+  'com.microsoft:Gelu': (ctx) => {
+    const x = input(ctx, 0);
+    const cdf = op.mul(op.add(op.erf(op.mul(x, Math.SQRT1_2)), 1), 0.5); // x's shape
+    const xPdf = op.mul(x, op.mul(op.exp(op.mul(op.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI))); // x's shape
+    return [op.mul(ctx.dy, op.add(cdf, xPdf))];
   },
 
   // y = |x|: dx = dy * sign(x) (0 at x = 0)
@@ -412,15 +445,17 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   },
 
   // y = x_hat * scale + bias, x_hat normalised over the axes from `axis` (normBackward's formulas),
-  // statistics recomputed from x in float32 (float64 stays float64)
+  // with the statistics the forward output (Mean, InvStdDev), or else recomputed from x in float32
+  // (float64 stays float64)
   LayerNormalization: (ctx) => {
     const { node, dy } = ctx;
-    if (ctx.outputs.length > 1) unsupported(node, 'the optional Mean/InvStdDev outputs');
+    if (ctx.grads.slice(1).some((g) => g !== null)) unsupported(node, 'gradients through its Mean/InvStdDev outputs');
     const [x, scale] = [input(ctx, 0), input(ctx, 1)];
     const bias = ctx.inputs[2] ?? null;
     const axis = normAxis(intAttr(node, 'axis', -1), x.rank);
     const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
-    const { dx, dyC, xHat } = normBackward(x, dy, scale, axes, floatAttr(node, 'epsilon', 1e-5), ctx.needs[0]);
+    const saved = ctx.outputs.length === 3 ? { mean: ctx.outputs[1], invStdDev: ctx.outputs[2] } : undefined;
+    const { dx, dyC, xHat } = normBackward(x, dy, scale, axes, floatAttr(node, 'epsilon', 1e-5), ctx.needs[0], saved);
     const lead = x.shape.map((_, i) => i).filter((i) => i < axis);
     const dscale = ctx.needs[1] ? op.cast(op.reduceSum(op.mul(dyC, xHat), lead, false), scale.dtype) : null; // scale's shape
     const dbias = bias && ctx.needs[2] ? op.cast(op.reduceSum(dyC, lead, false), bias.dtype) : null; // bias's shape
@@ -445,54 +480,67 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
   //   dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K, dK = scale dS^T Q
   // Each pass over an [Lq, Lk] matrix costs far more than anything on [L, D], so the rule makes
   // as few as it can: write S, softmax (read, write P), dV (read P), dP - delta (write), dS (read
-  // two, write), dQ and dK (read dS): ten.
+  // two, write), dQ and dK (read dS): ten, and no transpose of such a matrix (dV and dK come out
+  // transposed, dV^T = dO^T P and dK^T = (scale Q)^T dS). Every operand is laid out for its
+  // matmul once, from the [B, L, H*D] inputs, so a group of heads costs its seven [Lq, Lk] nodes.
   'com.microsoft:MultiHeadAttention': (ctx) => {
     const { node, dy } = ctx;
     if (ctx.inputs.length > 3 && ctx.inputs.slice(3).some((v) => v !== null)) unsupported(node, 'bias, masks or past key/value inputs');
     if (intAttr(node, 'unidirectional', 0) !== 0) unsupported(node, 'unidirectional (causal) attention');
     const [q, k, v] = [input(ctx, 0), input(ctx, 1), input(ctx, 2)];
     const heads = intAttr(node, 'num_heads', 0);
-    const headDim = q.shape[2] / heads;
-    const scale = floatAttr(node, 'scale', 1 / Math.sqrt(headDim));
-    const qh = op.mul(splitHeads(q, heads), scale); // [B, H, Lq, D], pre-scaled: s = (scale q) k^T
-    const kh = splitHeads(k, heads); // [B, H, Lk, D]
-    const vh = splitHeads(v, heads); // [B, H, Lk, Dv]
-    const dOut = splitHeads(dy, heads); // [B, H, Lq, Dv]
-    const [batch, , lq, dv] = dOut.shape;
-    const lk = kh.shape[2];
+    const [batch, lq, inner] = q.shape;
+    const lk = k.shape[1];
+    const dv = v.shape[2] / heads;
+    const scale = floatAttr(node, 'scale', 1 / Math.sqrt(inner / heads));
+    const qScaled = op.mul(q, scale); // [B, Lq, H*D]: s = (scale q) k^T
+    const qh = splitHeads(qScaled, heads); // [B, H, Lq, D]
+    const qhT = splitHeadsT(qScaled, heads); // [B, H, D, Lq]
+    const khT = splitHeadsT(k, heads); // [B, H, D, Lk]
+    const khScaled = splitHeads(op.mul(k, scale), heads); // [B, H, Lk, D]: dq = dS (scale k)
+    const dOutT = splitHeadsT(dy, heads); // [B, H, Dv, Lq]
     // rowsum(dP * P) = dO . O per query (the FlashAttention identity), from the forward's output:
     // no pass over the [Lq, Lk] matrices. dP - delta then comes out of one matmul of augmented
     // operands, [dO, -delta] [V, 1]^T, instead of a matmul and a subtraction. The extra columns
     // are padded to a multiple of 8 so the matmul keeps float16 tensor-core alignment.
     const extra = Math.ceil((dv + 1) / 8) * 8 - dv;
     let dOutAug: Value | undefined; // [B, H, Lq, Dv + extra]
-    let vAug: Value | undefined; // [B, H, Lk, Dv + extra]
+    let vAugT: Value | undefined; // [B, H, Dv + extra, Lk]
     if (ctx.needs[0] || ctx.needs[1]) {
-      const delta = op.reduceSum(op.mul(dOut, splitHeads(ctx.outputs[0], heads)), [-1]); // [B, H, Lq, 1]
-      dOutAug = op.concat([dOut, op.pad(op.neg(delta), [0, 0, 0, 0, 0, 0, 0, extra - 1])], -1); // [B, H, Lq, Dv + extra]
-      const onesColumn = q.graph.constant(Array.from({ length: extra }, (_, i) => (i === 0 ? 1 : 0)), q.dtype, [1, 1, 1, extra]); // [1, 1, 1, extra]
-      vAug = op.concat([vh, op.expand(onesColumn, [batch, heads, lk, extra])], -1); // [B, H, Lk, Dv + extra]
+      const perHead = (x: Value): Value => op.reshape(x, [batch, lq, heads, dv]); // [B, Lq, H, Dv]
+      const delta = op.transpose(op.reduceSum(op.mul(perHead(dy), perHead(ctx.outputs[0])), [-1]), [0, 2, 1, 3]); // [B, H, Lq, 1]
+      dOutAug = op.concat([splitHeads(dy, heads), op.pad(op.neg(delta), [0, 0, 0, 0, 0, 0, 0, extra - 1])], -1); // [B, H, Lq, Dv + extra]
+      const onesRow = q.graph.constant(Array.from({ length: extra }, (_, i) => (i === 0 ? 1 : 0)), q.dtype, [1, 1, extra, 1]); // [1, 1, extra, 1]
+      vAugT = op.concat([splitHeadsT(v, heads), op.expand(onesRow, [batch, heads, extra, lk])], -2); // [B, H, Dv + extra, Lk]
     }
     // The [Lq, Lk] matrices are recomputed here, a group of heads at a time, so at most about
-    // attentionBackward.chunkBytes of them are alive at once (onnxruntime runs the groups in order).
+    // attentionBackward.chunkBytes of them are alive at once.
     const matrixBytes = batch * lq * lk * BYTES_PER_ELEMENT[q.dtype];
     const group = Math.max(1, Math.min(heads, Math.floor(attentionBackward.chunkBytes / matrixBytes)));
+    const sizes = Array.from({ length: Math.ceil(heads / group) }, (_, i) => Math.min(group, heads - i * group));
+    const groups = (x: Value | undefined): Value[] => (!x ? [] : sizes.length === 1 ? [x] : op.split(x, sizes, 1)); // [B, h, ...] each
+    const [qs, qTs, kTs, kScaledS, dOutTs, dOutAugs, vAugTs] = [qh, qhT, khT, khScaled, dOutT, dOutAug, vAugT].map(groups);
     const dqs: Value[] = [];
-    const dks: Value[] = [];
-    const dvs: Value[] = [];
-    for (let h0 = 0; h0 < heads; h0 += group) {
-      const part = (x: Value): Value => (group === heads ? x : op.slice(x, [h0], [Math.min(heads, h0 + group)], [1])); // [B, h, ...]
-      const [qc, kc, dOutC] = [part(qh), part(kh), part(dOut)];
-      const probs = op.softmax(op.matmul(qc, transposeLast2(kc)), -1); // [B, h, Lq, Lk]
-      if (ctx.needs[2]) dvs.push(op.matmul(transposeLast2(probs), dOutC)); // [B, h, Lk, Dv]
-      if (!dOutAug || !vAug) continue;
-      const dProbsCentered = op.matmul(part(dOutAug), transposeLast2(part(vAug))); // [B, h, Lq, Lk]: dP - rowsum(dP P)
+    const dkTs: Value[] = [];
+    const dvTs: Value[] = [];
+    sizes.forEach((_, i) => {
+      // Each group's [Lq, Lk] matrices wait for the previous group's results: by data dependencies
+      // alone onnxruntime computed every group's probabilities first, all alive at once.
+      const previous = [dqs.at(-1), dkTs.at(-1), dvTs.at(-1)].filter((x): x is Value => x !== undefined);
+      const zero = previous.length ? zeroAfter(previous, q.dtype) : undefined; // [1]
+      const after = (x: Value): Value => (zero ? op.add(x, zero) : x); // x's shape
+      const probs = op.softmax(op.matmul(after(qs[i]), kTs[i]), -1); // [B, h, Lq, Lk]
+      if (ctx.needs[2]) dvTs.push(op.matmul(dOutTs[i], probs)); // [B, h, Dv, Lk]: dv^T = dO^T P
+      if (!dOutAug) return;
+      const dProbsCentered = op.matmul(after(dOutAugs[i]), vAugTs[i]); // [B, h, Lq, Lk]: dP - rowsum(dP P)
       const dScores = op.mul(probs, dProbsCentered); // [B, h, Lq, Lk]
-      if (ctx.needs[0]) dqs.push(op.mul(op.matmul(dScores, kc), scale)); // [B, h, Lq, D]: dq = scale dS k
-      if (ctx.needs[1]) dks.push(op.matmul(transposeLast2(dScores), qc)); // [B, h, Lk, D]: dk = dS^T (scale q)
-    }
-    const merged = (parts: Value[]): Value | null => (parts.length ? mergeHeads(op.concat(parts, 1)) : null); // [B, L, H*D]
-    return [merged(dqs), merged(dks), merged(dvs)];
+      if (ctx.needs[0]) dqs.push(op.matmul(dScores, kScaledS[i])); // [B, h, Lq, D]: dq = dS (scale k)
+      if (ctx.needs[1]) dkTs.push(op.matmul(qTs[i], dScores)); // [B, h, D, Lk]: dk^T = (scale q)^T dS
+    });
+    const joined = (parts: Value[]): Value => (parts.length === 1 ? parts[0] : op.concat(parts, 1)); // [B, H, ...]
+    const merged = (parts: Value[]): Value | null => (parts.length ? mergeHeads(joined(parts)) : null); // [B, L, H*D]
+    const mergedT = (parts: Value[]): Value | null => (parts.length ? mergeHeadsT(joined(parts)) : null); // [B, L, H*D]
+    return [merged(dqs), mergedT(dkTs), mergedT(dvTs)];
   },
 
   // ------------------------------------------------ reductions

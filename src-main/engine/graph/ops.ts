@@ -99,12 +99,25 @@ export const sign = (x: Value): Value => unary('Sign', x);
 
 // ---------------------------------------------------------------- composites (no gradient rule needed)
 
+// The activations below are single com.microsoft nodes (onnxruntime's CPU, CUDA and WebGPU
+// providers all run them) rather than compositions: their gradient rules recompute from x alone,
+// so the backward keeps one tensor per activation instead of every intermediate of the formula
+// (for a GEGLU at 64x64 latents, five [B, 4096, 1280] tensors became one).
+
+/** x * sigmoid(alpha x) as one node (com.microsoft QuickGelu). */
+export function sigmoidGated(x: Value, alpha: number): Value {
+  floatOnly('QuickGelu', x);
+  return node('QuickGelu', [x], x.dtype, x.shape, { alpha: attr.float(alpha) }, 'com.microsoft');
+}
 /** x * sigmoid(x) */
-export const silu = (x: Value): Value => mul(x, sigmoid(x));
+export const silu = (x: Value): Value => sigmoidGated(x, 1);
 /** x * sigmoid(1.702 x), CLIP's "quick_gelu" */
-export const quickGelu = (x: Value): Value => mul(x, sigmoid(mul(x, 1.702)));
-/** 0.5 x (1 + erf(x / sqrt 2)), the exact GELU */
-export const gelu = (x: Value): Value => mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+export const quickGelu = (x: Value): Value => sigmoidGated(x, 1.702);
+/** 0.5 x (1 + erf(x / sqrt 2)), the exact GELU, as one node (com.microsoft Gelu) */
+export function gelu(x: Value): Value {
+  floatOnly('Gelu', x);
+  return node('Gelu', [x], x.dtype, x.shape, {}, 'com.microsoft');
+}
 /** 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GELU's tanh approximation */
 export const geluTanh = (x: Value): Value =>
   mul(mul(x, 0.5), add(tanh(mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI))), 1));
@@ -221,6 +234,13 @@ export function softmax(x: Value, axis = -1): Value {
 }
 
 /** LayerNormalization over the last axes from `axis`; scale and bias have shape x.shape[axis:]. */
+/**
+ * LayerNormalization over the axes from `axis` on. Its node also outputs the mean and 1/std per
+ * normalised row (the optional Mean and InvStdDev outputs, float32, shaped as x with the
+ * normalised axes 1), which its gradient rule reads instead of computing them again; not for
+ * float64 x, whose float32 statistics would cost precision (and the CPU provider has no float64
+ * kernel with them).
+ */
 export function layerNorm(x: Value, scale: Value, bias: Value | null, { axis = -1, epsilon = 1e-5 } = {}): Value {
   floatOnly('LayerNormalization', x);
   const a = normAxis(axis, x.rank);
@@ -228,10 +248,9 @@ export function layerNorm(x: Value, scale: Value, bias: Value | null, { axis = -
   for (const p of bias ? [scale, bias] : [scale])
     if (shapeToString(p.shape) !== shapeToString(normShape)) fail('LayerNormalization', `scale/bias must be ${shapeToString(normShape)}`, x, p);
   sameDtype('LayerNormalization', x, scale, ...(bias ? [bias] : []));
-  return node('LayerNormalization', bias ? [x, scale, bias] : [x, scale], x.dtype, x.shape, {
-    axis: attr.int(a),
-    epsilon: attr.float(epsilon),
-  });
+  const stats = { dtype: 'float32' as const, shape: x.shape.map((d, i) => (i < a ? d : 1)) };
+  const outputs = [{ dtype: x.dtype, shape: x.shape }, ...(x.dtype === 'float64' ? [] : [stats, stats])];
+  return x.graph.addNode('LayerNormalization', bias ? [x, scale, bias] : [x, scale], outputs, { axis: attr.int(a), epsilon: attr.float(epsilon) })[0];
 }
 
 /** InstanceNormalization: normalises each (n, c) over the spatial axes; scale and bias [C]. */

@@ -130,6 +130,14 @@ function sessionConfig(opts: SessionOptions): Record<string, unknown> {
   return extra;
 }
 
+/**
+ * onnxruntime's process-wide log level, for messages outside any session (e.g. the CUDA arena's
+ * "Extending BFCArena" lines at 'info'). Takes effect only before the first session is created.
+ */
+export function setRuntimeLogLevel(level: 'verbose' | 'info' | 'warning' | 'error' | 'fatal'): void {
+  ort.env.logLevel = level;
+}
+
 export function toOrtTensor(t: HostTensor): ort.Tensor {
   const type = ORT_TYPE[t.dtype];
   if (!type) throw new Error(`onnxruntime-node has no tensor type for ${t.dtype}`);

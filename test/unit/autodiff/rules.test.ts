@@ -70,11 +70,15 @@ describe('elementwise rules (float64)', () => {
       inputs: [{ name: 'c', shape: [2, 3], values: awayFromZero(0.1, 1) }, { name: 'a', shape: [2, 3] }, { name: 'b', shape: [3] }],
       build: (c, a, b) => op.where(op.greater(c, 0), a, b),
     },
-    'composites: silu, gelu, geluTanh, quickGelu (through their primitives)': {
+    'composite geluTanh (through its primitives)': {
       dtype: f64,
       inputs: [{ name: 'x', shape: [12], values: uniform(-3, 3) }],
-      // gelu's Erf has no float64 kernel: checked in float32 below
-      build: (x) => op.add(op.add(op.silu(x), op.geluTanh(x)), op.quickGelu(x)),
+      build: (x) => op.geluTanh(x),
+    },
+    'com.microsoft QuickGelu: silu (alpha 1) and quickGelu (alpha 1.702), large values too': {
+      dtype: f64,
+      inputs: [{ name: 'x', shape: [12], values: (rng, i) => [0, -9, 9, 0.5][i % 4] * (1 + rng()) }],
+      build: (x) => op.add(op.silu(x), op.quickGelu(x)),
     },
   });
 });
@@ -82,7 +86,7 @@ describe('elementwise rules (float64)', () => {
 describe('elementwise rules (float32 where float64 has no kernel)', () => {
   cases({
     'Erf': { dtype: 'float32', inputs: [{ name: 'x', shape: [12], values: uniform(-2, 2) }], build: (x) => op.erf(x), step: 1e-2, rtol: 1e-3 },
-    'gelu (Erf inside)': { dtype: 'float32', inputs: [{ name: 'x', shape: [12], values: uniform(-3, 3) }], build: (x) => op.gelu(x), step: 1e-2, rtol: 2e-3 },
+    'com.microsoft Gelu (no float64 kernel)': { dtype: 'float32', inputs: [{ name: 'x', shape: [12], values: uniform(-3, 3) }], build: (x) => op.gelu(x), step: 1e-2, rtol: 2e-3 },
     'Cast float32 -> float64 -> float32': {
       dtype: 'float32',
       inputs: [{ name: 'x', shape: [2, 3] }],
@@ -167,6 +171,17 @@ describe('normalisation and softmax rules', () => {
       dtype: f64,
       inputs: [{ name: 'x', shape: [2, 3, 4] }, { name: 's', shape: [3, 4] }],
       build: (x, s) => op.layerNorm(x, s, null, { axis: 1, epsilon: 0.1 }),
+    },
+    'LayerNormalization in float32: the rule reads the Mean/InvStdDev the forward output': {
+      dtype: 'float32',
+      inputs: [{ name: 'x', shape: [2, 3, 8], values: uniform(-2, 3) }, { name: 's', shape: [8] }, { name: 'b', shape: [8] }],
+      build: (x, s, b) => {
+        const y = op.layerNorm(x, s, b, { epsilon: 1e-5 });
+        if (y.producer!.outputs.length !== 3) throw new Error('expected the statistics outputs');
+        return y;
+      },
+      step: 1e-2,
+      rtol: 2e-3,
     },
     'Softmax along the last axis': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 5], values: uniform(-3, 3) }], build: (x) => op.softmax(x, -1) },
     'Softmax along axis 1': { dtype: f64, inputs: [{ name: 'x', shape: [2, 5, 3] }], build: (x) => op.softmax(x, 1) },

@@ -1,0 +1,53 @@
+// What is alive at the training step's peak (graph/liveness.ts, onnxruntime's node order): the
+// live bytes by producing op and by name, and the largest tensors with their readers. No weights,
+// no session: it builds the real-size float16 step graph only.
+//   npx tsx bench/live-at-peak.ts sd15|sdxl BATCH
+import { buildTrainStepGraph, addedCondShapeOf } from '../src-main/engine/train/train-step-graph';
+import { unetTargets } from '../src-main/engine/lora/targets';
+import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
+import { numel, type Shape } from '../src-main/engine/graph/shape';
+import { onnxruntimeOrder } from '../src-main/engine/graph/liveness';
+import { BYTES_PER_ELEMENT } from '../src-main/engine/graph/dtype';
+import type { Value } from '../src-main/engine/graph/graph';
+import type { WeightLocator, TensorLocation } from '../src-main/engine/nn/params';
+import { SD15, SDXL } from './model-configs';
+class Fake implements WeightLocator { take(_n: string, s: Shape): TensorLocation { return { dtype: 'float16', shape: s, data: { kind: 'file', path: '/dev/null', offset: 0, length: numel(s) * 2 } }; } }
+const [model, batch] = [process.argv[2], Number(process.argv[3])];
+const cfg = model === 'sdxl' ? SDXL : SD15;
+const lat = model === 'sdxl' ? 128 : 64;
+const added = addedCondShapeOf(cfg);
+const step = buildTrainStepGraph({ unetConfig: cfg, weights: new Fake(), build: { dtype: 'float16', attention: 'fused' }, lora: { rank: 16, alpha: 16, targets: unetTargets('attention') }, shape: { batch, latentHeight: lat, latentWidth: lat, tokens: 77, contextDim: model === 'sdxl' ? 2048 : 768, ...(added ? { addedCond: added } : {}) }, loss: { prediction: 'epsilon' }, alphasCumprod: new Array(1000).fill(0.5), adamw: DEFAULT_ADAMW, maxGradNorm: 1 });
+const graph = step.graph;
+const order = onnxruntimeOrder(graph);
+const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];
+const ALIAS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
+const bufferOf = new Map<Value, Value>();
+const buffer = (v: Value): Value => bufferOf.get(v) ?? v;
+for (const n of order) if (ALIAS.has(n.op) && n.inputs[0]) bufferOf.set(n.outputs[0], buffer(n.inputs[0]));
+const lastRead = new Map<Value, number>();
+order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(buffer(v), i)));
+const kept = new Set<Value>(graph.outputs.map(buffer));
+const owned = (v: Value): boolean => !!v.producer && buffer(v) === v;
+const liveSet = new Set<Value>();
+let live = 0, peak = 0, peakAt = 0; let snapshot: Value[] = [];
+order.forEach((n, i) => {
+  for (const out of n.outputs) if (owned(out)) { live += bytes(out); liveSet.add(out); }
+  if (live > peak) { peak = live; peakAt = i; snapshot = [...liveSet]; }
+  for (const v of new Set(n.inputs.map((x) => x && buffer(x)))) if (v && owned(v) && lastRead.get(v) === i && !kept.has(v)) { live -= bytes(v); liveSet.delete(v); }
+  for (const out of n.outputs) if (owned(out) && !lastRead.has(out) && !kept.has(out)) { live -= bytes(out); liveSet.delete(out); }
+});
+console.log('peak GiB', (peak / 2 ** 30).toFixed(3), 'at', peakAt, order[peakAt].name, order[peakAt].op);
+const byOp = new Map<string, number>();
+for (const v of snapshot) { const k = v.producer!.op; byOp.set(k, (byOp.get(k) ?? 0) + bytes(v)); }
+console.log([...byOp].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, b]) => `${k} ${(b / 2 ** 20).toFixed(0)}MiB`).join('\n'));
+const byName = new Map<string, number>();
+for (const v of snapshot) { const k = v.name.replace(/\d+/g, '#').split('/').slice(-2).join('/'); byName.set(k, (byName.get(k) ?? 0) + bytes(v)); }
+console.log('---');
+console.log([...byName].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([k, b]) => `${k} ${(b / 2 ** 20).toFixed(0)}MiB`).join('\n'));
+console.log('--- top live values');
+const consumers = new Map<Value, string[]>();
+for (const n of order) for (const v of n.inputs) if (v) { const l = consumers.get(buffer(v)) ?? []; l.push(n.op + (n.name.startsWith('grad') ? '(bw)' : '')); consumers.set(buffer(v), l); }
+for (const v of snapshot.sort((a, b) => bytes(b) - bytes(a)).slice(0, 40)) {
+  const p = v.producer!;
+  console.log(`${(bytes(v) / 2 ** 20).toFixed(0)}MiB ${v.dtype} [${v.shape}] ${p.op}(${p.inputs.map((x) => x?.producer?.op ?? 'in').join(',')}) ${v.name.slice(0, 70)} -> ${[...new Set(consumers.get(v))].join(',')}`);
+}
