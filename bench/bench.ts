@@ -12,7 +12,7 @@
 //   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
 //                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
-//                    [--gradient-checkpointing] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...] [--ort-env-log-level info]
+//                    [--gradient-checkpointing (attention chunks of at most 64 MiB then)] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...] [--ort-env-log-level info]
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, totalmem } from 'node:os';
@@ -38,7 +38,7 @@ import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { Rng } from '../src-main/engine/sample/rng';
 import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
-import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
+import { addedCondShapeOf, backwardOptions, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
 import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
@@ -272,7 +272,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     loraRank: rank,
     stepsPerRun,
     gradientCheckpointing: args['gradient-checkpointing'],
-    attentionChunkMiB: Number(args['attention-chunk-mib']),
+    attentionChunkMiB: (backwardOptions(spec.build).attentionChunkBytes ?? attentionBackward.chunkBytes) / 2 ** 20, // what the step used
   };
   if (buildOnly) {
     const t1 = performance.now();

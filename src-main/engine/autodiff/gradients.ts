@@ -24,13 +24,18 @@ export function stopGradient(x: Value): Value {
 
 const describe = (v: Value): string => `${v.name} ${v.dtype}${shapeToString(v.shape)}`;
 
+export interface GradientOptions {
+  /** The attention backward's head groups hold at most about this many bytes of [Lq, Lk] matrices (default attentionBackward.chunkBytes). */
+  attentionChunkBytes?: number;
+}
+
 /**
  * d loss / d wrt[i] for each i, as values in loss's graph with wrt[i]'s dtype and shape.
  * `seed` is d(final) / d loss (default: ones, i.e. loss itself is differentiated). A `wrt` value
  * that the loss does not depend on gets zeros. Throws (naming op and node) when a node on the
  * path has no gradient rule.
  */
-export function gradients(loss: Value, wrt: readonly Value[], seed?: Value): Value[] {
+export function gradients(loss: Value, wrt: readonly Value[], seed?: Value, options: GradientOptions = {}): Value[] {
   const graph = loss.graph;
   for (const w of wrt) {
     if (w.graph !== graph) throw new GradientError(`autodiff/gradients.ts: ${w.name} belongs to another graph than the loss`);
@@ -97,6 +102,7 @@ export function gradients(loss: Value, wrt: readonly Value[], seed?: Value): Val
         grads: outGrads,
         dy: outGrads[0] ?? zerosLike(node.outputs[0]),
         needs,
+        options,
       };
       const inputGrads = graph.scope(node.name, () => gradientRules[ruleKey(node)](ctx));
       needs.forEach((need, j) => {

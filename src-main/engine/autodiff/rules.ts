@@ -10,7 +10,7 @@ import * as op from '../graph/ops';
 import { zeroAfter } from './recompute';
 import { broadcastAxes, normAxis, numel, sameShape, type Shape } from '../graph/shape';
 
-/** Attention backward recomputes its [Lq, Lk] matrices in head groups of about `chunkBytes` each. */
+/** Attention backward recomputes its [Lq, Lk] matrices in head groups of about `chunkBytes` each (unless gradients() is given another size). */
 export const attentionBackward = { chunkBytes: 256 * 2 ** 20 };
 
 export interface GradContext {
@@ -25,6 +25,8 @@ export interface GradContext {
   readonly dy: Value;
   /** Which inputs need a gradient (float values on a path from `wrt`). */
   readonly needs: readonly boolean[];
+  /** The caller's choices (gradients.ts GradientOptions). */
+  readonly options?: { readonly attentionChunkBytes?: number };
 }
 
 /** Input gradients by input index; entries for inputs not in `needs` are ignored (may be null). */
@@ -514,9 +516,10 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
       vAugT = op.concat([splitHeadsT(v, heads), op.expand(onesRow, [batch, heads, extra, lk])], -2); // [B, H, Dv + extra, Lk]
     }
     // The [Lq, Lk] matrices are recomputed here, a group of heads at a time, so at most about
-    // attentionBackward.chunkBytes of them are alive at once.
+    // chunkBytes of them are alive at once.
     const matrixBytes = batch * lq * lk * BYTES_PER_ELEMENT[q.dtype];
-    const group = Math.max(1, Math.min(heads, Math.floor(attentionBackward.chunkBytes / matrixBytes)));
+    const chunkBytes = ctx.options?.attentionChunkBytes ?? attentionBackward.chunkBytes;
+    const group = Math.max(1, Math.min(heads, Math.floor(chunkBytes / matrixBytes)));
     const sizes = Array.from({ length: Math.ceil(heads / group) }, (_, i) => Math.min(group, heads - i * group));
     const groups = (x: Value | undefined): Value[] => (!x ? [] : sizes.length === 1 ? [x] : op.split(x, sizes, 1)); // [B, h, ...] each
     const [qs, qTs, kTs, kScaledS, dOutTs, dOutAugs, vAugTs] = [qh, qhT, khT, khScaled, dOutT, dOutAug, vAugT].map(groups);

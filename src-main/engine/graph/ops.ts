@@ -91,8 +91,13 @@ export const identity = (x: Value): Value => node('Identity', [x], x.dtype, x.sh
 export function cast(x: Value, to: DType): Value {
   if (x.dtype === to) return x;
   const codes: Record<DType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11, bfloat16: 16 };
-  return node('Cast', [x], to, x.shape, { to: attr.int(codes[to]) });
+  let casts = castsOf.get(x);
+  if (!casts) castsOf.set(x, (casts = new Map()));
+  let y = casts.get(to);
+  if (!y) casts.set(to, (y = node('Cast', [x], to, x.shape, { to: attr.int(codes[to]) }))); // each cast of a value built once
+  return y;
 }
+const castsOf = new WeakMap<Value, Map<DType, Value>>();
 
 /** -1, 0 or 1 by the sign of x (the gradient of Abs). */
 export const sign = (x: Value): Value => unary('Sign', x);
@@ -235,21 +240,28 @@ export function softmax(x: Value, axis = -1): Value {
 
 /** LayerNormalization over the last axes from `axis`; scale and bias have shape x.shape[axis:]. */
 /**
- * LayerNormalization over the axes from `axis` on. Its node also outputs the mean and 1/std per
- * normalised row (the optional Mean and InvStdDev outputs, float32, shaped as x with the
- * normalised axes 1), which its gradient rule reads instead of computing them again; not for
- * float64 x, whose float32 statistics would cost precision (and the CPU provider has no float64
- * kernel with them).
+ * LayerNormalization over the axes from `axis` on. With `keepStatistics` (default: for float16 x,
+ * the GPU builds) its node also outputs the mean and 1/std per normalised row (the optional Mean
+ * and InvStdDev outputs, float32, shaped as x with the normalised axes 1), which its gradient rule
+ * then reads instead of computing them again. Not by default in float32 and float64: the CPU
+ * kernel's statistics come from E[x^2] - E[x]^2, less exact than the centred two-pass formula the
+ * rule uses, and the reference training trajectories on the CPU are sensitive to that.
  */
-export function layerNorm(x: Value, scale: Value, bias: Value | null, { axis = -1, epsilon = 1e-5 } = {}): Value {
+export function layerNorm(
+  x: Value,
+  scale: Value,
+  bias: Value | null,
+  { axis = -1, epsilon = 1e-5, keepStatistics = x.dtype === 'float16' }: { axis?: number; epsilon?: number; keepStatistics?: boolean } = {},
+): Value {
   floatOnly('LayerNormalization', x);
   const a = normAxis(axis, x.rank);
   const normShape = x.shape.slice(a);
   for (const p of bias ? [scale, bias] : [scale])
     if (shapeToString(p.shape) !== shapeToString(normShape)) fail('LayerNormalization', `scale/bias must be ${shapeToString(normShape)}`, x, p);
   sameDtype('LayerNormalization', x, scale, ...(bias ? [bias] : []));
+  if (keepStatistics && x.dtype === 'float64') fail('LayerNormalization', 'float32 statistics of float64 x would lose precision', x);
   const stats = { dtype: 'float32' as const, shape: x.shape.map((d, i) => (i < a ? d : 1)) };
-  const outputs = [{ dtype: x.dtype, shape: x.shape }, ...(x.dtype === 'float64' ? [] : [stats, stats])];
+  const outputs = [{ dtype: x.dtype, shape: x.shape }, ...(keepStatistics ? [stats, stats] : [])];
   return x.graph.addNode('LayerNormalization', bias ? [x, scale, bias] : [x, scale], outputs, { axis: attr.int(a), epsilon: attr.float(epsilon) })[0];
 }
 
@@ -286,11 +298,18 @@ export function reshape(x: Value, shape: readonly number[]): Value {
   const resolved = shape.map((d) => (d === -1 ? numel(x.shape) / known : d));
   if (shape.filter((d) => d === -1).length > 1 || numel(resolved) !== numel(x.shape) || !resolved.every(Number.isInteger))
     fail('Reshape', `cannot reshape to [${shape.join(',')}]`, x);
-  // A reshape of a reshape reads the first one's input: one node fewer to dispatch per run.
+  // A reshape of a reshape reads the first one's input, and the same reshape of a value is built
+  // once (the layers each view their input as they need): fewer nodes to dispatch per run.
   const source = x.producer?.op === 'Reshape' ? x.producer.inputs[0]! : x;
   if (resolved.length === source.rank && resolved.every((d, i) => d === source.shape[i])) return source;
-  return node('Reshape', [source, int64s(source, resolved)], x.dtype, resolved);
+  let views = reshapesOf.get(source);
+  if (!views) reshapesOf.set(source, (views = new Map()));
+  const key = resolved.join(',');
+  let view = views.get(key);
+  if (!view) views.set(key, (view = node('Reshape', [source, int64s(source, resolved)], x.dtype, resolved)));
+  return view;
 }
+const reshapesOf = new WeakMap<Value, Map<string, Value>>();
 
 export function transpose(x: Value, perm: readonly number[]): Value {
   if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i))

@@ -13,7 +13,7 @@ import { buildUNet2DCondition } from '../models/unet-2d-condition';
 import { Params } from '../nn/params';
 import { adamwStepInputs, adamwUpdate, type AdamWConfig } from './adamw';
 import { noiseBatch, weightedMse } from './diffusion-loss';
-import { addedCondInputs, batchInputNames, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
+import { addedCondInputs, backwardOptions, batchInputNames, type TrainStepGraph, type TrainStepSpec } from './train-step-graph';
 
 export type GradientGraphSpec = Omit<TrainStepSpec, 'adamw' | 'maxGradNorm'>;
 
@@ -49,7 +49,7 @@ export function buildGradientGraph(spec: GradientGraphSpec): GradientGraph {
   const loss = weightedMse(prediction, target, weight); // []
 
   const trainable = network.parameters();
-  const grads = gradients(loss, trainable);
+  const grads = gradients(loss, trainable, undefined, backwardOptions(spec.build));
   const outputs = trainable.map((param, i) => ({
     name: param.name,
     shape: [...param.shape],

@@ -2,21 +2,23 @@
 // the real training-step graph for the run's shape (without reading any weight) and takes:
 //   the frozen weights
 // + the most tensor bytes alive at once in onnxruntime's node order (graph/liveness.ts), times a
-//   factor for what the allocator adds on top (its arena regions, cuDNN workspaces), rounded up to
-//   whole GiB on GPUs: the measured peaks rise in steps of 1 GiB as the arena grows (SD1.5 batch 1
-//   with one and with four steps per run: 4.43 and 5.44 GiB for 4% more live bytes)
+//   factor for what the allocator adds on top, rounded up to whole GiB on GPUs: onnxruntime's CUDA
+//   arena grows in regions that double up to 1 GiB and then add 1 GiB each (its "Extending
+//   BFCArena" log lines), so measured peaks rise in steps of 1 GiB
 // + a fixed part (the CUDA context and handles, measured 0.65 GiB on an H100, plus a small rest).
-// The factors are calibrated on H100 peaks (nvidia-smi; bench/results/2026-11-23-h100-cuda-session2.json)
-// of SD1.5 at 512 px (batch 1 and 4; batch 4 with gradient checkpointing) and checked in the
-// tests on the shapes they were not fitted to (SDXL at 1024 px; SD1.5 batch 1 checkpointed, at
-// 768 px, and with four steps per run).
-// With gradient checkpointing far fewer bytes are alive, but the allocator's share is larger.
+// The factors are calibrated on H100 peaks (nvidia-smi; bench/results/2026-11-23-h100-session4.json)
+// of SD1.5 at 512 px and checked in the tests on the shapes they were not fitted to (SDXL at 1024
+// px, SD1.5 batch 4 with 256 MiB attention groups, four steps per run).
+// With gradient checkpointing far fewer bytes are alive, but the allocator's share is larger; a
+// run of several steps measured 1-2 GiB above its single step although the same bytes are alive
+// in the modelled order (not understood yet: fragmentation, or another order), hence its factor.
 import { BYTES_PER_ELEMENT, type DType } from '../graph/dtype';
 import { peakLiveBytes } from '../graph/liveness';
 import { numel, type Shape } from '../graph/shape';
 import type { UNet2DConditionConfig } from '../io/configs';
 import { unetTargets } from '../lora/targets';
 import type { TensorLocation, WeightLocator } from '../nn/params';
+import { attentionBackward } from '../autodiff/rules';
 import { DEFAULT_ADAMW } from './adamw';
 import { buildMultiStepTrainGraph } from './multi-step-graph';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepSpec } from './train-step-graph';
@@ -31,6 +33,8 @@ const GiB = 2 ** 30;
 export const MEMORY_CALIBRATION = {
   liveFactor: 1.245,
   liveFactorCheckpointing: 2.05,
+  /** On top of the above for several optimizer steps per run. */
+  multiStepFactor: 1.6,
   cudaContextBytes: 0.65 * GiB,
   fixedBytes: 0.21 * GiB,
   /** The arena's growth step on GPUs. */
@@ -84,7 +88,7 @@ export function estimateTrainingMemory(
   dtype: DType,
   { target = 'gpu', gradientCheckpointing = false, rank = 16, stepsPerRun = 1 }: MemoryEstimateOptions = {},
 ): MemoryEstimate {
-  const key = JSON.stringify([config, shape, dtype, target, gradientCheckpointing, rank, stepsPerRun]);
+  const key = JSON.stringify([config, shape, dtype, target, gradientCheckpointing, rank, stepsPerRun, attentionBackward.chunkBytes]);
   const known = recentEstimates.get(key);
   if (known) return { ...known };
   const estimate = buildAndEstimate(config, shape, dtype, target, gradientCheckpointing, rank, stepsPerRun);
@@ -118,7 +122,7 @@ function buildAndEstimate(
   const step = stepsPerRun > 1 ? buildMultiStepTrainGraph(spec, stepsPerRun) : buildTrainStepGraph(spec);
   const liveBytes = peakLiveBytes(step.graph);
   const c = MEMORY_CALIBRATION;
-  const factor = gradientCheckpointing ? c.liveFactorCheckpointing : c.liveFactor;
+  const factor = (gradientCheckpointing ? c.liveFactorCheckpointing : c.liveFactor) * (stepsPerRun > 1 ? c.multiStepFactor : 1);
   const fixedBytes = target === 'gpu' ? c.cudaContextBytes + c.fixedBytes : c.cpuFixedBytes;
   const arenaBytes = target === 'gpu' ? Math.ceil((factor * liveBytes) / c.arenaStepBytes) * c.arenaStepBytes : factor * liveBytes;
   return { weightsBytes: locator.bytes, liveBytes, factor, fixedBytes, peakBytes: locator.bytes + arenaBytes + fixedBytes };

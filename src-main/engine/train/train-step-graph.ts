@@ -2,7 +2,8 @@
 // with the LoRA attached, the loss, backward to the LoRA tensors only (our autodiff), optional
 // global gradient-norm clipping and the AdamW update. Inputs are the batch, the step scalars and
 // the LoRA weights with their moments; outputs the loss and the updated weights and moments.
-import { gradients } from '../autodiff/gradients';
+import { gradients, type GradientOptions } from '../autodiff/gradients';
+import { attentionBackward } from '../autodiff/rules';
 import { Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { flatLayout, LoraNetwork, type FlatLoraLayout, type LoraSpec, type LoraTensorSource } from '../lora/lora-network';
@@ -178,6 +179,18 @@ export interface ExtraTrainables {
  * that was 3.2 M entries (25 MB) for each of SD1.5's two per step, 25-35 ms of host time each
  * (profiled on the H100, 2026-11-23). Along the rows it is a few thousand.
  */
+/**
+ * The backward's settings for a build. With gradient checkpointing (the memory-saving choice) the
+ * attention backward also recomputes its [Lq, Lk] matrices in groups of at most 64 MiB instead
+ * of 256: SD1.5 at 512 px, batch 1, peaked at 3.43 GiB on an H100 (4.43 without checkpointing),
+ * at 1.76x PyTorch's speed on the same machine (BENCHMARKS.md). The bench's --attention-chunk-mib
+ * sets the size without checkpointing.
+ */
+export function backwardOptions(build: BuildOptions): GradientOptions {
+  return build.gradientCheckpointing ? { attentionChunkBytes: Math.min(CHECKPOINTING_ATTENTION_CHUNK_BYTES, attentionBackward.chunkBytes) } : {};
+}
+const CHECKPOINTING_ATTENTION_CHUNK_BYTES = 64 * 2 ** 20;
+
 export function flatRowWidth(sizes: readonly number[]): number {
   const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
   return sizes.reduce(gcd, 0) || 1;
@@ -240,7 +253,7 @@ export function appendTrainStep(
   const loss = weightedMse(prediction, target, weight); // []
 
   const trainable = [network, ...(extra?.networks ?? [])].flatMap((n) => n.parameters()); // layout order
-  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable);
+  const perTensor = gradients(lossScale ? op.mul(loss, lossScale) : loss, trainable, undefined, backwardOptions(spec.build));
   const flatGrad = op.cast(concatFlat(perTensor), 'float32'); // [P], layout order
   const unscaled = lossScale ? op.div(flatGrad, lossScale) : flatGrad; // [P]
   const { grad, norm } = clipByGlobalNorm(unscaled, spec.maxGradNorm);

@@ -34,7 +34,7 @@ describe('gradient checkpointing in the studio setup', () => {
     const view: TrainSettingsView = { ...defaultSettingsView(), resolution: 512, batch: 4, rank: 16, device: 'cuda' };
     const plain = estimateRun(view, 10, { opened, embedded: false });
     const checkpointed = estimateRun({ ...view, gradientCheckpointing: true }, 10, { opened, embedded: false });
-    expect(plain.peakMemoryGiB).toBeGreaterThan(7);
+    expect(plain.peakMemoryGiB).toBeGreaterThan(6) // measured 6.4-7.4 GiB on an H100 (BENCHMARKS.md);
     expect(checkpointed.peakMemoryGiB!).toBeLessThan(plain.peakMemoryGiB! - 1);
     expect(checkpointed.seconds!).toBeGreaterThan(plain.seconds!);
     const memoryNote = checkpointed.notes.find((n) => n.startsWith('Memory:'));

@@ -10,6 +10,7 @@ import { Graph, type Value } from '../../../src-main/engine/graph/graph';
 import { peakLiveBytes } from '../../../src-main/engine/graph/liveness';
 import { liveNodes } from '../../../src-main/engine/graph/onnx-model';
 import * as op from '../../../src-main/engine/graph/ops';
+import { backwardOptions } from '../../../src-main/engine/train/train-step-graph';
 import { checkGradients } from './fd-harness';
 
 /** hidden * gelu(gate), the two halves of x: diffusers' GEGLU. */
@@ -61,5 +62,12 @@ describe('attention backward in head groups', () => {
     expect(allAtOnce).toBeGreaterThan(3 * 8 * matrix); // S or P, dP, dS of every head
     // at most three of one head (dP - delta, S while its softmax is written, P), plus the [L, D] tensors
     expect(oneHeadAtATime).toBeLessThan(7 * matrix);
+  });
+});
+
+describe('the training step backward settings', () => {
+  it('with gradient checkpointing, groups the attention backward in at most 64 MiB; else the default', () => {
+    expect(backwardOptions({ dtype: 'float16', gradientCheckpointing: true }).attentionChunkBytes).toBe(64 * 2 ** 20);
+    expect(backwardOptions({ dtype: 'float16' })).toEqual({});
   });
 });
