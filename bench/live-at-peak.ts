@@ -6,7 +6,7 @@ import { buildTrainStepGraph, addedCondShapeOf } from '../src-main/engine/train/
 import { unetTargets } from '../src-main/engine/lora/targets';
 import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { numel, type Shape } from '../src-main/engine/graph/shape';
-import { onnxruntimeOrder } from '../src-main/engine/graph/liveness';
+import { livePeak, onnxruntimeOrder } from '../src-main/engine/graph/liveness';
 import { BYTES_PER_ELEMENT } from '../src-main/engine/graph/dtype';
 import type { Value } from '../src-main/engine/graph/graph';
 import type { WeightLocator, TensorLocation } from '../src-main/engine/nn/params';
@@ -20,22 +20,8 @@ const step = buildTrainStepGraph({ unetConfig: cfg, weights: new Fake(), build: 
 const graph = step.graph;
 const order = onnxruntimeOrder(graph);
 const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];
-const ALIAS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
-const bufferOf = new Map<Value, Value>();
-const buffer = (v: Value): Value => bufferOf.get(v) ?? v;
-for (const n of order) if (ALIAS.has(n.op) && n.inputs[0]) bufferOf.set(n.outputs[0], buffer(n.inputs[0]));
-const lastRead = new Map<Value, number>();
-order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(buffer(v), i)));
-const kept = new Set<Value>(graph.outputs.map(buffer));
-const owned = (v: Value): boolean => !!v.producer && buffer(v) === v;
-const liveSet = new Set<Value>();
-let live = 0, peak = 0, peakAt = 0; let snapshot: Value[] = [];
-order.forEach((n, i) => {
-  for (const out of n.outputs) if (owned(out)) { live += bytes(out); liveSet.add(out); }
-  if (live > peak) { peak = live; peakAt = i; snapshot = [...liveSet]; }
-  for (const v of new Set(n.inputs.map((x) => x && buffer(x)))) if (v && owned(v) && lastRead.get(v) === i && !kept.has(v)) { live -= bytes(v); liveSet.delete(v); }
-  for (const out of n.outputs) if (owned(out) && !lastRead.has(out) && !kept.has(out)) { live -= bytes(out); liveSet.delete(out); }
-});
+const { bytes: peak, at: peakAt, values: snapshot } = livePeak(graph, order);
+const buffer = (v: Value): Value => (v.producer?.op === 'Reshape' ? buffer(v.producer.inputs[0]!) : v); // the owning buffer
 console.log('peak GiB', (peak / 2 ** 30).toFixed(3), 'at', peakAt, order[peakAt].name, order[peakAt].op);
 const byOp = new Map<string, number>();
 for (const v of snapshot) { const k = v.producer!.op; byOp.set(k, (byOp.get(k) ?? 0) + bytes(v)); }

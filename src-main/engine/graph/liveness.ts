@@ -37,7 +37,16 @@ export function onnxruntimeOrder(graph: Graph): Node[] {
 /** Ops whose output shares its input's buffer in onnxruntime (no copy, no allocation). */
 const ALIASING_OPS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
 
-export function peakLiveBytes(graph: Graph, order: readonly Node[] = onnxruntimeOrder(graph)): number {
+export interface LivePeak {
+  bytes: number;
+  /** Index in `order` of the node at whose outputs the peak is reached. */
+  at: number;
+  /** The buffers alive then (graph inputs aside): each an owning value (a Reshape's output is its input's). */
+  values: Value[];
+}
+
+/** The most intermediate bytes alive at once, and which buffers they are (bench/live-at-peak.ts lists them). */
+export function livePeak(graph: Graph, order: readonly Node[] = onnxruntimeOrder(graph)): LivePeak {
   const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];
   // Each value's buffer: a Reshape's output is its input's buffer, which lives until the last
   // read of either (keeping a reshaped view alive keeps the original's bytes, and only once).
@@ -48,13 +57,26 @@ export function peakLiveBytes(graph: Graph, order: readonly Node[] = onnxruntime
   order.forEach((n, i) => n.inputs.forEach((v) => v?.producer && lastRead.set(buffer(v), i)));
   const kept = new Set<Value>(graph.outputs.map(buffer));
   const owned = (v: Value): boolean => !!v.producer && buffer(v) === v; // allocated by its producer
+  const alive = new Set<Value>();
   let live = graph.inputs.reduce((sum, v) => sum + bytes(v), 0);
-  let peak = live;
+  const peak: LivePeak = { bytes: live, at: -1, values: [] };
+  const free = (v: Value): void => {
+    live -= bytes(v);
+    alive.delete(v);
+  };
   order.forEach((n, i) => {
-    for (const out of n.outputs) if (owned(out)) live += bytes(out);
-    peak = Math.max(peak, live);
-    for (const v of new Set(n.inputs.map((x) => x && buffer(x)))) if (v && owned(v) && lastRead.get(v) === i && !kept.has(v)) live -= bytes(v);
-    for (const out of n.outputs) if (owned(out) && !lastRead.has(out) && !kept.has(out)) live -= bytes(out);
+    for (const out of n.outputs) {
+      if (!owned(out)) continue;
+      live += bytes(out);
+      alive.add(out);
+    }
+    if (live > peak.bytes) Object.assign(peak, { bytes: live, at: i, values: [...alive] });
+    for (const v of new Set(n.inputs.map((x) => x && buffer(x)))) if (v && owned(v) && lastRead.get(v) === i && !kept.has(v)) free(v);
+    for (const out of n.outputs) if (owned(out) && !lastRead.has(out) && !kept.has(out)) free(out);
   });
   return peak;
+}
+
+export function peakLiveBytes(graph: Graph, order: readonly Node[] = onnxruntimeOrder(graph)): number {
+  return livePeak(graph, order).bytes;
 }
