@@ -2,21 +2,12 @@
 // live bytes by producing op and by name, and the largest tensors with their readers. No weights,
 // no session: it builds the real-size float16 step graph only.
 //   npx tsx bench/live-at-peak.ts sd15|sdxl BATCH
-import { buildTrainStepGraph, addedCondShapeOf } from '../src-main/engine/train/train-step-graph';
-import { unetTargets } from '../src-main/engine/lora/targets';
-import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
-import { numel, type Shape } from '../src-main/engine/graph/shape';
 import { livePeak, onnxruntimeOrder } from '../src-main/engine/graph/liveness';
 import { BYTES_PER_ELEMENT } from '../src-main/engine/graph/dtype';
 import type { Value } from '../src-main/engine/graph/graph';
-import type { WeightLocator, TensorLocation } from '../src-main/engine/nn/params';
-import { SD15, SDXL } from './model-configs';
-class Fake implements WeightLocator { take(_n: string, s: Shape): TensorLocation { return { dtype: 'float16', shape: s, data: { kind: 'file', path: '/dev/null', offset: 0, length: numel(s) * 2 } }; } }
-const [model, batch] = [process.argv[2], Number(process.argv[3])];
-const cfg = model === 'sdxl' ? SDXL : SD15;
-const lat = model === 'sdxl' ? 128 : 64;
-const added = addedCondShapeOf(cfg);
-const step = buildTrainStepGraph({ unetConfig: cfg, weights: new Fake(), build: { dtype: 'float16', attention: 'fused' }, lora: { rank: 16, alpha: 16, targets: unetTargets('attention') }, shape: { batch, latentHeight: lat, latentWidth: lat, tokens: 77, contextDim: model === 'sdxl' ? 2048 : 768, ...(added ? { addedCond: added } : {}) }, loss: { prediction: 'epsilon' }, alphasCumprod: new Array(1000).fill(0.5), adamw: DEFAULT_ADAMW, maxGradNorm: 1 });
+import { numel } from '../src-main/engine/graph/shape';
+import { realSizeStepGraph } from './real-size-step';
+const step = realSizeStepGraph(process.argv[2], Number(process.argv[3]));
 const graph = step.graph;
 const order = onnxruntimeOrder(graph);
 const bytes = (v: Value): number => numel(v.shape) * BYTES_PER_ELEMENT[v.dtype];

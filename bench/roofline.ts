@@ -3,32 +3,15 @@
 // its bytes being its inputs and outputs (weights counted only for matmuls and convolutions).
 // An estimate for deciding where to look, not a measurement.
 //   npx tsx bench/roofline.ts sd15|sdxl BATCH [ckpt]
-import { buildTrainStepGraph, addedCondShapeOf } from '../src-main/engine/train/train-step-graph';
-import { unetTargets } from '../src-main/engine/lora/targets';
-import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
-import { numel, type Shape } from '../src-main/engine/graph/shape';
+import { numel } from '../src-main/engine/graph/shape';
 import { liveNodes } from '../src-main/engine/graph/onnx-model';
 import { BYTES_PER_ELEMENT } from '../src-main/engine/graph/dtype';
+import { nodeFlops as flops } from '../src-main/engine/graph/flops';
+import { ALIASING_OPS as ALIAS } from '../src-main/engine/graph/liveness';
 import type { Value } from '../src-main/engine/graph/graph';
-import type { WeightLocator, TensorLocation } from '../src-main/engine/nn/params';
-import { SD15, SDXL } from './model-configs';
-class Fake implements WeightLocator { take(_n: string, s: Shape): TensorLocation { return { dtype: 'float16', shape: s, data: { kind: 'file', path: '/dev/null', offset: 0, length: numel(s) * 2 } }; } }
-const [model, batch] = [process.argv[2], Number(process.argv[3])];
-const cfg = model === 'sdxl' ? SDXL : SD15;
-const lat = model === 'sdxl' ? 128 : 64;
-const added = addedCondShapeOf(cfg);
-const step = buildTrainStepGraph({ unetConfig: cfg, weights: new Fake(), build: { dtype: 'float16', attention: 'fused', gradientCheckpointing: process.argv[4] === 'ckpt' }, lora: { rank: 16, alpha: 16, targets: unetTargets('attention') }, shape: { batch, latentHeight: lat, latentWidth: lat, tokens: 77, contextDim: model === 'sdxl' ? 2048 : 768, ...(added ? { addedCond: added } : {}) }, loss: { prediction: 'epsilon' }, alphasCumprod: new Array(1000).fill(0.5), adamw: DEFAULT_ADAMW, maxGradNorm: 1 });
+import { realSizeStepGraph } from './real-size-step';
+const step = realSizeStepGraph(process.argv[2], Number(process.argv[3]), { gradientCheckpointing: process.argv[4] === 'ckpt' });
 const bytes = (v: Value | null): number => (v ? numel(v.shape) * BYTES_PER_ELEMENT[v.dtype] : 0);
-const ALIAS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
-const flops = (n: any): number => {
-  const [a, b] = n.inputs; const out = n.outputs[0];
-  if (n.op === 'MatMul') return 2 * numel(out.shape) * a.shape.at(-1);
-  if (n.op === 'Gemm') return 2 * numel(out.shape) * (n.attrs.transA?.value === 1 ? a.shape[0] : a.shape[1]);
-  if (n.op === 'Conv') return 2 * numel(out.shape) * b.shape.slice(1).reduce((x: number, y: number) => x * y, 1);
-  if (n.op === 'ConvTranspose') return 2 * numel(a.shape) * b.shape.slice(1).reduce((x: number, y: number) => x * y, 1);
-  if (n.op === 'MultiHeadAttention') { const [bb, lq, inner] = a.shape; return 4 * bb * lq * b.shape[1] * inner; }
-  return 0;
-};
 const cat = new Map<string, { n: number; f: number; b: number; t: number }>();
 let total = 0;
 for (const n of liveNodes(step.graph)) {

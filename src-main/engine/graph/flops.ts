@@ -5,7 +5,8 @@ import type { Graph, Node } from './graph';
 import { liveNodes } from './onnx-model';
 import { numel } from './shape';
 
-function nodeFlops(n: Node): number {
+/** One node's FLOPs (0 for anything but matrix products, convolutions and attention). */
+export function nodeFlops(n: Node): number {
   const [a, b] = n.inputs;
   const out = n.outputs[0];
   switch (n.op) {

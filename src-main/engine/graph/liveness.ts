@@ -35,7 +35,7 @@ export function onnxruntimeOrder(graph: Graph): Node[] {
 }
 
 /** Ops whose output shares its input's buffer in onnxruntime (no copy, no allocation). */
-const ALIASING_OPS = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
+export const ALIASING_OPS: ReadonlySet<string> = new Set(['Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
 
 export interface LivePeak {
   bytes: number;

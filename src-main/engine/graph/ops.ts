@@ -91,20 +91,26 @@ export const identity = (x: Value): Value => node('Identity', [x], x.dtype, x.sh
 export function cast(x: Value, to: DType): Value {
   if (x.dtype === to) return x;
   const codes: Record<DType, number> = { float32: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11, bfloat16: 16 };
-  let casts = castsOf.get(x);
-  if (!casts) castsOf.set(x, (casts = new Map()));
-  let y = casts.get(to);
-  if (!y) casts.set(to, (y = node('Cast', [x], to, x.shape, { to: attr.int(codes[to]) }))); // each cast of a value built once
+  return builtOnce(x, `Cast:${to}`, () => node('Cast', [x], to, x.shape, { to: attr.int(codes[to]) }));
+}
+
+// The casts and reshapes of a value, by kind: each is built once, however many layers or
+// gradient rules ask for it (fewer nodes to dispatch per run).
+const derivedFrom = new WeakMap<Value, Map<string, Value>>();
+function builtOnce(x: Value, key: string, build: () => Value): Value {
+  let derived = derivedFrom.get(x);
+  if (!derived) derivedFrom.set(x, (derived = new Map()));
+  let y = derived.get(key);
+  if (!y) derived.set(key, (y = build()));
   return y;
 }
-const castsOf = new WeakMap<Value, Map<DType, Value>>();
 
 /** -1, 0 or 1 by the sign of x (the gradient of Abs). */
 export const sign = (x: Value): Value => unary('Sign', x);
 
-// ---------------------------------------------------------------- composites (no gradient rule needed)
+// ---------------------------------------------------------------- activations
 
-// The activations below are single com.microsoft nodes (onnxruntime's CPU, CUDA and WebGPU
+// silu, quick_gelu and gelu are single com.microsoft nodes (onnxruntime's CPU, CUDA and WebGPU
 // providers all run them) rather than compositions: their gradient rules recompute from x alone,
 // so the backward keeps one tensor per activation instead of every intermediate of the formula
 // (for a GEGLU at 64x64 latents, five [B, 4096, 1280] tensors became one).
@@ -123,6 +129,7 @@ export function gelu(x: Value): Value {
   floatOnly('Gelu', x);
   return node('Gelu', [x], x.dtype, x.shape, {}, 'com.microsoft');
 }
+// composites (no gradient rule needed: their primitives have one)
 /** 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GELU's tanh approximation */
 export const geluTanh = (x: Value): Value =>
   mul(mul(x, 0.5), add(tanh(mul(add(x, mul(pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI))), 1));
@@ -238,9 +245,8 @@ export function softmax(x: Value, axis = -1): Value {
   return node('Softmax', [x], x.dtype, x.shape, { axis: attr.int(normAxis(axis, x.rank)) });
 }
 
-/** LayerNormalization over the last axes from `axis`; scale and bias have shape x.shape[axis:]. */
 /**
- * LayerNormalization over the axes from `axis` on. With `keepStatistics` (default: for float16 x,
+ * LayerNormalization over the axes from `axis` on (scale and bias have shape x.shape[axis:]). With `keepStatistics` (default: for float16 x,
  * the GPU builds) its node also outputs the mean and 1/std per normalised row (the optional Mean
  * and InvStdDev outputs, float32, shaped as x with the normalised axes 1), which its gradient rule
  * then reads instead of computing them again. Not by default in float32 and float64: the CPU
@@ -298,18 +304,11 @@ export function reshape(x: Value, shape: readonly number[]): Value {
   const resolved = shape.map((d) => (d === -1 ? numel(x.shape) / known : d));
   if (shape.filter((d) => d === -1).length > 1 || numel(resolved) !== numel(x.shape) || !resolved.every(Number.isInteger))
     fail('Reshape', `cannot reshape to [${shape.join(',')}]`, x);
-  // A reshape of a reshape reads the first one's input, and the same reshape of a value is built
-  // once (the layers each view their input as they need): fewer nodes to dispatch per run.
+  // A reshape of a reshape reads the first one's input, and the same reshape of a value is built once.
   const source = x.producer?.op === 'Reshape' ? x.producer.inputs[0]! : x;
   if (resolved.length === source.rank && resolved.every((d, i) => d === source.shape[i])) return source;
-  let views = reshapesOf.get(source);
-  if (!views) reshapesOf.set(source, (views = new Map()));
-  const key = resolved.join(',');
-  let view = views.get(key);
-  if (!view) views.set(key, (view = node('Reshape', [source, int64s(source, resolved)], x.dtype, resolved)));
-  return view;
+  return builtOnce(source, `Reshape:${resolved.join(',')}`, () => node('Reshape', [source, int64s(source, resolved)], x.dtype, resolved));
 }
-const reshapesOf = new WeakMap<Value, Map<string, Value>>();
 
 export function transpose(x: Value, perm: readonly number[]): Value {
   if (perm.length !== x.rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i))

@@ -173,13 +173,6 @@ export interface ExtraTrainables {
 }
 
 /**
- * The widest row that each of these pieces fills whole (the gcd of their sizes): flat vectors are
- * split and joined as [P / w, w] rows. onnxruntime's CUDA Split and Concat of unequal pieces build
- * a host table as long as the split axis and copy it to the GPU on every run; along the flat axis
- * that was 3.2 M entries (25 MB) for each of SD1.5's two per step, 25-35 ms of host time each
- * (profiled on the H100, 2026-11-23). Along the rows it is a few thousand.
- */
-/**
  * The backward's settings for a build. With gradient checkpointing (the memory-saving choice) the
  * attention backward also recomputes its [Lq, Lk] matrices in groups of at most 64 MiB instead
  * of 256: SD1.5 at 512 px, batch 1, peaked at 3.43 GiB on an H100 (4.43 without checkpointing),
@@ -191,6 +184,13 @@ export function backwardOptions(build: BuildOptions): GradientOptions {
 }
 const CHECKPOINTING_ATTENTION_CHUNK_BYTES = 64 * 2 ** 20;
 
+/**
+ * The widest row that each of these pieces fills whole (the gcd of their sizes): flat vectors are
+ * split and joined as [P / w, w] rows. onnxruntime's CUDA Split and Concat of unequal pieces build
+ * a host table as long as the split axis and copy it to the GPU on every run; along the flat axis
+ * that was 3.2 M entries (25 MB) for each of SD1.5's two per step, 25-35 ms of host time each
+ * (profiled on the H100, 2026-11-23). Along the rows it is a few thousand.
+ */
 export function flatRowWidth(sizes: readonly number[]): number {
   const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
   return sizes.reduce(gcd, 0) || 1;
