@@ -337,6 +337,10 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   feeds[step.state.v] = f32([size], new Float32Array(size));
   const stateBytes = 3 * size * 4;
   /** One session run: `stepsPerRun` optimizer steps starting at step t. */
+  // With onnxruntime's log on, each run's end is logged too: the arena's extension lines can then be placed in a step.
+  const markRun = (t: number): void => {
+    if (args['ort-env-log-level']) console.error(`${new Date().toISOString()} [bench] run of steps ${t}..${t + stepsPerRun - 1} done`);
+  };
   const runStep = async (t: number): Promise<number> => {
     const perStep = Array.from({ length: stepsPerRun }, (_, k) => adamwStepValues(DEFAULT_ADAMW, 1e-4, t + k));
     for (const name of Object.keys(perStep[0])) {
@@ -351,9 +355,11 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
       feeds[step.state.m] = onDevice[step.state.newM];
       feeds[step.state.v] = onDevice[step.state.newV];
       const lossOut = host[step.outputs.loss].data as Float32Array;
+      markRun(t);
       return lossOut[lossOut.length - 1];
     }
     const r = await session.run(feeds as Record<string, HostTensor>);
+    markRun(t);
     feeds[step.state.params] = r[step.state.newParams];
     feeds[step.state.m] = r[step.state.newM];
     feeds[step.state.v] = r[step.state.newV];

@@ -17,7 +17,11 @@ import { numel } from '../graph/shape';
 
 export interface Segment {
   readonly nodes: readonly Node[];
+  /** 'checkpoint': a block of gradient checkpointing; 'activation': a few cheap nodes with large outputs, recomputed always. */
+  readonly purpose: SegmentPurpose;
 }
+
+export type SegmentPurpose = 'checkpoint' | 'activation';
 
 const segments = new WeakMap<Node, Segment>();
 
@@ -28,10 +32,10 @@ const GATE_MIN_ELEMENTS = 1 << 16;
  * Builds `build`'s nodes as one recomputed segment (a ResNet block, a transformer block). Nested
  * calls make the inner nodes their own segment.
  */
-export function recomputeInBackward<T>(g: Graph, build: () => T): T {
+export function recomputeInBackward<T>(g: Graph, build: () => T, purpose: SegmentPurpose = 'checkpoint'): T {
   const start = g.nodes.length;
   const result = build();
-  const segment: Segment = { nodes: g.nodes.slice(start) };
+  const segment: Segment = { nodes: g.nodes.slice(start), purpose };
   for (const node of segment.nodes) if (!segments.has(node)) segments.set(node, segment);
   return result;
 }

@@ -97,6 +97,15 @@ export class Params {
     return this.options.gradientCheckpointing ? recomputeInBackward(this.graph, build) : build();
   }
 
+  /**
+   * `build`'s nodes recomputed in the backward whatever the checkpointing setting: for a few cheap
+   * nodes whose outputs are large (a GEGLU's projection), so that only their input stays alive from
+   * the forward to the backward. Inside a checkpointed block (recomputed) they are recomputed with it.
+   */
+  alwaysRecomputed<T>(build: () => T): T {
+    return this.options.gradientCheckpointing ? build() : recomputeInBackward(this.graph, build, 'activation');
+  }
+
   /** Lets the hook (LoRA) see a layer's input and output; returns what the model should use. */
   layer(call: LayerCall): Value {
     return this.options.hook ? this.options.hook(call) : call.output;

@@ -149,7 +149,7 @@ interface BucketRunner {
 
 const f32 = (shape: readonly number[], data: Float32Array): HostTensor => ({ dtype: 'float32', shape, data });
 /** The blocks a built graph recomputes in its backward (gradient checkpointing's segments). */
-const recomputedBlocks = (graph: Graph): number => new Set(graph.nodes.map(segmentOf).filter((segment) => segment !== undefined)).size;
+const recomputedBlocks = (graph: Graph): number => new Set(graph.nodes.map(segmentOf).filter((segment) => segment?.purpose === 'checkpoint')).size;
 
 export class Trainer {
   readonly events = new TrainEvents();

@@ -2,7 +2,9 @@
 // - an activation's output that a later rule reads (the Mul of a GEGLU) is computed again in the
 //   backward from the activation's input, not kept from the forward, and the gradient stays right;
 // - the attention backward's head groups run one after another, so their [Lq, Lk] matrices are
-//   never all alive at once.
+//   never all alive at once;
+// - a transformer block's GEGLU projection ([B*L, 8C], the largest activation) is computed again in
+//   the backward from its [B*L, C] input, so no forward projection lives until the backward.
 import { describe, expect, it } from 'vitest';
 import { gradients } from '../../../src-main/engine/autodiff/gradients';
 import { attentionBackward } from '../../../src-main/engine/autodiff/rules';
@@ -10,7 +12,12 @@ import { Graph, type Value } from '../../../src-main/engine/graph/graph';
 import { peakLiveBytes } from '../../../src-main/engine/graph/liveness';
 import { liveNodes } from '../../../src-main/engine/graph/onnx-model';
 import * as op from '../../../src-main/engine/graph/ops';
-import { backwardOptions } from '../../../src-main/engine/train/train-step-graph';
+import { numel } from '../../../src-main/engine/graph/shape';
+import { unetTargets } from '../../../src-main/engine/lora/targets';
+import type { WeightLocator } from '../../../src-main/engine/nn/params';
+import { DEFAULT_ADAMW } from '../../../src-main/engine/train/adamw';
+import { backwardOptions, buildTrainStepGraph } from '../../../src-main/engine/train/train-step-graph';
+import { SD15 } from '../../../bench/model-configs';
 import { checkGradients } from './fd-harness';
 
 /** hidden * gelu(gate), the two halves of x: diffusers' GEGLU. */
@@ -69,5 +76,40 @@ describe('the training step backward settings', () => {
   it('with gradient checkpointing, groups the attention backward in at most 64 MiB; else the default', () => {
     expect(backwardOptions({ dtype: 'float16', gradientCheckpointing: true }).attentionChunkBytes).toBe(64 * 2 ** 20);
     expect(backwardOptions({ dtype: 'float16' })).toEqual({});
+  });
+});
+
+describe('GEGLU projections recomputed in the backward', () => {
+  const shapesOnly: WeightLocator = { take: (_n, shape) => ({ dtype: 'float16', shape, data: { kind: 'file', path: '/nonexistent', offset: 0, length: numel(shape) * 2 } }) };
+  const sd15Step = (gradientCheckpointing: boolean) =>
+    buildTrainStepGraph({
+      unetConfig: SD15,
+      weights: shapesOnly,
+      build: { dtype: 'float16', attention: 'fused', gradientCheckpointing },
+      lora: { rank: 16, alpha: 16, targets: unetTargets('attention') },
+      shape: { batch: 1, latentHeight: 32, latentWidth: 32, tokens: 77, contextDim: 768 },
+      loss: { prediction: 'epsilon' },
+      alphasCumprod: new Array<number>(1000).fill(0.5),
+      adamw: DEFAULT_ADAMW,
+      maxGradNorm: 1,
+    }).graph;
+
+  it('no backward node reads a forward projection of the SD1.5 step; the backward computes each one again', () => {
+    const g = sd15Step(false);
+    const nodes = liveNodes(g);
+    const isProjection = (n: (typeof nodes)[number]) => n.op === 'Gemm' && n.outputs[0].shape[1] === 8 * n.inputs[0]!.shape[1];
+    const forward = nodes.filter((n) => isProjection(n) && !n.name.startsWith('grad'));
+    const again = nodes.filter((n) => isProjection(n) && n.name.startsWith('grad'));
+    expect(forward.length).toBe(16); // one per transformer block of SD1.5
+    expect(again.length).toBe(16);
+    const projections = new Set(forward.map((n) => n.outputs[0]));
+    const backwardReaders = nodes.filter((n) => n.name.startsWith('grad') && n.inputs.some((v) => v && projections.has(v)));
+    expect(backwardReaders.map((n) => n.name)).toEqual([]);
+  });
+
+  it('with gradient checkpointing they are recomputed with their block, once', () => {
+    const nodes = liveNodes(sd15Step(true));
+    const projections = nodes.filter((n) => n.op === 'Gemm' && n.outputs[0].shape[1] === 8 * n.inputs[0]!.shape[1]);
+    expect(projections.length).toBe(32); // the forward's and the block copies'
   });
 });
