@@ -145,6 +145,26 @@ function normBackward(
 }
 
 /**
+ * The input gradient of a float16 LayerNormalization that kept its statistics (float16 builds),
+ * without any float32 copy of a [rows, C] tensor (normBackward makes seven):
+ *   dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)),  g = dy * scale
+ * x_hat is a LayerNormalization of x with scale 1 and no bias (onnxruntime normalises in float32
+ * and rounds once, so x - mean loses nothing to float16); the rest runs in float16, the two means
+ * accumulating in float32 inside the reduction kernels. A third of normBackward's bytes.
+ */
+function layerNormInputGradHalf(x: Value, dy: Value, scale: Value, axis: number, epsilon: number, invStdDev: Value): Value {
+  const g = x.graph;
+  const normShape = x.shape.slice(axis);
+  const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
+  const ones = g.constant(new Array<number>(numel(normShape)).fill(1), x.dtype, normShape);
+  const xHat = op.layerNorm(x, ones, null, { axis, epsilon, keepStatistics: false }); // x's shape
+  const gScaled = op.mul(dy, scale); // x's shape
+  const projection = op.mul(xHat, op.reduceMean(op.mul(gScaled, xHat), axes)); // x's shape
+  const centered = op.sub(op.sub(gScaled, projection), op.reduceMean(gScaled, axes)); // x's shape
+  return op.mul(centered, op.cast(invStdDev, x.dtype)); // x's shape
+}
+
+/**
  * The weight gradient of a (transposed) convolution as one grouped Conv that sums over the batch:
  *   result[gb, ca, k] = sum_n sum_o a_pad[n, g*Ca + ca, o*stride + k*dilation] * b[n, gb, o]
  * with g the group of output channel gb. `a` [N, G*Ca, ...A] is the correlated tensor (padded by
@@ -457,8 +477,13 @@ export const gradientRules: Readonly<Record<string, GradRule>> = {
     const axis = normAxis(intAttr(node, 'axis', -1), x.rank);
     const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
     const saved = ctx.outputs.length === 3 ? { mean: ctx.outputs[1], invStdDev: ctx.outputs[2] } : undefined;
-    const { dx, dyC, xHat } = normBackward(x, dy, scale, axes, floatAttr(node, 'epsilon', 1e-5), ctx.needs[0], saved);
+    const epsilon = floatAttr(node, 'epsilon', 1e-5);
     const lead = x.shape.map((_, i) => i).filter((i) => i < axis);
+    if (saved && x.dtype === 'float16' && ctx.needs[0] && !ctx.needs[1] && !(bias && ctx.needs[2])) {
+      // frozen scale and bias (every LayerNorm LoRA training differentiates): the float16 path
+      return [layerNormInputGradHalf(x, dy, scale, axis, epsilon, saved.invStdDev), null, null];
+    }
+    const { dx, dyC, xHat } = normBackward(x, dy, scale, axes, epsilon, ctx.needs[0], saved);
     const dscale = ctx.needs[1] ? op.cast(op.reduceSum(op.mul(dyC, xHat), lead, false), scale.dtype) : null; // scale's shape
     const dbias = bias && ctx.needs[2] ? op.cast(op.reduceSum(dyC, lead, false), bias.dtype) : null; // bias's shape
     return [dx, dscale, dbias];

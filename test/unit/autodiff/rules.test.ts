@@ -183,6 +183,23 @@ describe('normalisation and softmax rules', () => {
       step: 1e-2,
       rtol: 2e-3,
     },
+    'LayerNormalization in float16 with its statistics and a frozen scale and bias: the float16 input-gradient path': {
+      dtype: 'float16',
+      inputs: [
+        { name: 'x', shape: [4, 3, 64], values: uniform(-2, 3) },
+        { name: 's', shape: [64], values: uniform(0.5, 1.5), wrt: false },
+        { name: 'b', shape: [64], wrt: false },
+      ],
+      build: (x, s, b) => {
+        const y = op.layerNorm(x, s, b, { epsilon: 1e-5 }); // float16 keeps the statistics by default
+        if (y.producer!.outputs.length !== 3) throw new Error('expected the statistics outputs');
+        return y;
+      },
+      step: 0.125,
+      rtol: 3e-2,
+      atol: 3e-2,
+      coords: 40,
+    },
     'Softmax along the last axis': { dtype: f64, inputs: [{ name: 'x', shape: [2, 3, 5], values: uniform(-3, 3) }], build: (x) => op.softmax(x, -1) },
     'Softmax along axis 1': { dtype: f64, inputs: [{ name: 'x', shape: [2, 5, 3] }], build: (x) => op.softmax(x, 1) },
     'InstanceNormalization [2,3,5], general scale and bias (float64 reference)': {
