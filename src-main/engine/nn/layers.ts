@@ -37,8 +37,11 @@ export function conv2d(
 }
 
 /**
- * torch.nn.GroupNorm on x [N, C, ...]. Built from InstanceNormalization on x viewed as
- * [N, groups, rest] because ONNX GroupNormalization runs on neither the CUDA nor the WebGPU provider.
+ * torch.nn.GroupNorm on x [N, C, ...], normalised over x viewed as [N, groups, rest] because ONNX
+ * GroupNormalization runs on neither the CUDA nor the WebGPU provider: in float16 builds by a
+ * LayerNormalization over the last axis, which keeps its statistics for the float16 backward
+ * (autodiff/rules.ts); else by InstanceNormalization, whose CPU kernel computes the variance from
+ * the centred values (the CPU LayerNormalization's E[x^2] - E[x]^2 moves the float32 references).
  */
 export function groupNorm(p: Params, name: string, x: Value, groups: number, eps: number): Value {
   const m = p.child(name);
@@ -47,9 +50,12 @@ export function groupNorm(p: Params, name: string, x: Value, groups: number, eps
   const beta = m.get('bias', [c]); // [C]
   const g = x.graph;
   const grouped = op.reshape(x, [n, groups, -1]); // [N, G, C/G * spatial]
-  const ones = g.constant(new Array(groups).fill(1), x.dtype, [groups]); // [G]
-  const zeros = g.constant(new Array(groups).fill(0), x.dtype, [groups]); // [G]
-  const normed = op.reshape(op.instanceNorm(grouped, ones, zeros, eps), x.shape); // [N, C, ...]
+  const rest = grouped.shape[2];
+  const normedGroups =
+    x.dtype === 'float16'
+      ? op.layerNorm(grouped, g.constant(new Array(rest).fill(1), x.dtype, [rest]), null, { axis: 2, epsilon: eps }) // [N, G, rest]
+      : op.instanceNorm(grouped, g.constant(new Array(groups).fill(1), x.dtype, [groups]), g.constant(new Array(groups).fill(0), x.dtype, [groups]), eps); // [N, G, rest]
+  const normed = op.reshape(normedGroups, x.shape); // [N, C, ...]
   const affine = [c, ...x.shape.slice(2).map(() => 1)];
   return op.add(op.mul(normed, op.reshape(gamma, affine)), op.reshape(beta, affine)); // [N, C, ...]
 }
