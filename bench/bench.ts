@@ -336,11 +336,11 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   feeds[step.state.m] = f32([size], new Float32Array(size));
   feeds[step.state.v] = f32([size], new Float32Array(size));
   const stateBytes = 3 * size * 4;
-  /** One session run: `stepsPerRun` optimizer steps starting at step t. */
   // With onnxruntime's log on, each run's end is logged too: the arena's extension lines can then be placed in a step.
   const markRun = (t: number): void => {
     if (args['ort-env-log-level']) console.error(`${new Date().toISOString()} [bench] run of steps ${t}..${t + stepsPerRun - 1} done`);
   };
+  /** One session run: `stepsPerRun` optimizer steps starting at step t. */
   const runStep = async (t: number): Promise<number> => {
     const perStep = Array.from({ length: stepsPerRun }, (_, k) => adamwStepValues(DEFAULT_ADAMW, 1e-4, t + k));
     for (const name of Object.keys(perStep[0])) {

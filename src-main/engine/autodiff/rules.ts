@@ -153,11 +153,8 @@ function normBackward(
  * accumulating in float32 inside the reduction kernels. A third of normBackward's bytes.
  */
 function layerNormInputGradHalf(x: Value, dy: Value, scale: Value, axis: number, epsilon: number, invStdDev: Value): Value {
-  const g = x.graph;
-  const normShape = x.shape.slice(axis);
   const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
-  const ones = g.constant(new Array<number>(numel(normShape)).fill(1), x.dtype, normShape);
-  const xHat = op.layerNorm(x, ones, null, { axis, epsilon, keepStatistics: false }); // x's shape
+  const xHat = op.layerNorm(x, op.ones(x.graph, x.dtype, x.shape.slice(axis)), null, { axis, epsilon, keepStatistics: false }); // x's shape
   const gScaled = op.mul(dy, scale); // x's shape
   const projection = op.mul(xHat, op.reduceMean(op.mul(gScaled, xHat), axes)); // x's shape
   const centered = op.sub(op.sub(gScaled, projection), op.reduceMean(gScaled, axes)); // x's shape

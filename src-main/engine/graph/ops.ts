@@ -1,7 +1,7 @@
 // The typed op builder: one function per ONNX op (default domain, opset 21, plus a few
 // com.microsoft ops). Each checks dtypes and infers the static output shape at build time, so a
 // mismatch fails here with the op and the shapes named, not later inside onnxruntime.
-import { attr, type Attrs, type Value } from './graph';
+import { attr, type Attrs, type Graph, type Value } from './graph';
 import { isFloat, type DType } from './dtype';
 import { broadcastShapes, normAxis, numel, shapeToString, type Shape } from './shape';
 
@@ -31,6 +31,19 @@ const int64s = (x: Value, values: readonly number[]): Value => x.graph.constant(
 
 /** A scalar constant of x's dtype (broadcasts against x). */
 export const scalarLike = (x: Value, value: number): Value => x.graph.constant([value], x.dtype, []);
+
+// One constant of ones per graph, dtype and shape: a normalisation's unit scale can be a million
+// elements long (a float16 VAE's GroupNorm rows), too long to encode again for every layer.
+const onesByGraph = new WeakMap<Graph, Map<string, Value>>();
+/** A constant of ones of `dtype` and `shape` in graph `g`, built once per graph. */
+export function ones(g: Graph, dtype: DType, shape: Shape): Value {
+  let known = onesByGraph.get(g);
+  if (!known) onesByGraph.set(g, (known = new Map()));
+  const key = `${dtype}${shapeToString(shape)}`;
+  let value = known.get(key);
+  if (!value) known.set(key, (value = g.constant(new Array<number>(numel(shape)).fill(1), dtype, shape)));
+  return value;
+}
 
 // ---------------------------------------------------------------- elementwise
 

@@ -53,7 +53,7 @@ export function groupNorm(p: Params, name: string, x: Value, groups: number, eps
   const rest = grouped.shape[2];
   const normedGroups =
     x.dtype === 'float16'
-      ? op.layerNorm(grouped, g.constant(new Array(rest).fill(1), x.dtype, [rest]), null, { axis: 2, epsilon: eps }) // [N, G, rest]
+      ? op.layerNorm(grouped, op.ones(g, x.dtype, [rest]), null, { axis: 2, epsilon: eps }) // [N, G, rest]
       : op.instanceNorm(grouped, g.constant(new Array(groups).fill(1), x.dtype, [groups]), g.constant(new Array(groups).fill(0), x.dtype, [groups]), eps); // [N, G, rest]
   const normed = op.reshape(normedGroups, x.shape); // [N, C, ...]
   const affine = [c, ...x.shape.slice(2).map(() => 1)];
