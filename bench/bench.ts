@@ -13,9 +13,9 @@
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
 //                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
 //                    [--gradient-checkpointing (attention chunks of at most 64 MiB then)] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...] [--ort-env-log-level info]
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, homedir, totalmem } from 'node:os';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -41,6 +41,7 @@ import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, backwardOptions, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
 import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
+import { deviceName, gpuBusyPoller, gpuMemoryPoller } from './gpu-monitor';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
 
 const { values: args } = parseArgs({
@@ -145,46 +146,6 @@ function prepareModel(): { config: UNet2DConditionConfig; weights: () => WeightL
   return { config, weights: () => WeightSource.open([file]), contextDim, scheduler: sdSchedule };
 }
 
-/** Peak GPU memory of this process, polled with nvidia-smi (the CUDA provider exposes no counter). */
-function gpuMemoryPoller(): { stop: () => Promise<number | undefined> } {
-  if (device !== 'cuda') return { stop: async () => undefined };
-  let peak = 0;
-  const child = spawn('nvidia-smi', ['--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits', '-lms', '200'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  child.stdout.on('data', (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n')) {
-      const [pid, mib] = line.split(',').map((s) => s.trim());
-      if (Number(pid) === process.pid) peak = Math.max(peak, Number(mib));
-    }
-  });
-  child.on('error', () => undefined);
-  return {
-    stop: async () => {
-      child.kill();
-      return peak > 0 ? peak / 1024 : undefined;
-    },
-  };
-}
-
-/**
- * How busy the GPU is while it runs: the mean of nvidia-smi's utilization.gpu (the share of time a
- * kernel was running) over the timed steps. Far below 100% means the host does not feed it fast enough.
- */
-function gpuBusyPoller(): { stop: () => number | undefined } {
-  if (device !== 'cuda' && device !== 'webgpu') return { stop: () => undefined };
-  const samples: number[] = [];
-  const child = spawn('nvidia-smi', ['--query-gpu=utilization.gpu', '--format=csv,noheader,nounits', '-lms', '100'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  child.stdout.on('data', (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n')) if (line.trim() !== '' && Number.isFinite(Number(line))) samples.push(Number(line));
-  });
-  child.on('error', () => undefined);
-  return {
-    stop: () => {
-      child.kill();
-      return samples.length ? samples.reduce((a, b) => a + b, 0) / samples.length : undefined;
-    },
-  };
-}
-
 /**
  * What this process holds on the GPU with a one-node CUDA session (the CUDA context, cuBLAS and
  * cuDNN handles): the part of the peak that is not tensors. PyTorch's peak figures
@@ -206,16 +167,6 @@ async function cudaBaselineGiB(): Promise<number | undefined> {
   }
 }
 
-function deviceName(): string {
-  if (device === 'cuda' || device === 'webgpu') {
-    try {
-      return execFileSync('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { encoding: 'utf8' }).trim().split('\n')[0];
-    } catch {
-      return device;
-    }
-  }
-  return `${cpus()[0]?.model ?? 'cpu'} x${cpus().length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`;
-}
 
 const randn = (n: number, seed: number): Float32Array => new Rng(seed).normal(n);
 
@@ -298,7 +249,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const modelPath = saveModel(step.graph, join(cacheDir, 'graphs'), `${args.model}-b${batch}-${resolution}-${dtype}-${args.attention}-k${stepsPerRun}`);
   const serializeMs = performance.now() - t0 - buildMs;
   const baselineGiB = await cudaBaselineGiB();
-  const poller = gpuMemoryPoller();
+  const poller = gpuMemoryPoller(device);
   const session = await Session.create(modelPath, {
     provider: device,
     optimization: args.optimization as OptimizationLevel,
@@ -373,7 +324,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   for (let i = 0; i < warmup; i++) loss = await runStep((t += stepsPerRun));
   const runs = Math.max(1, Math.round(Number(args.steps) / stepsPerRun));
   const times: number[] = [];
-  const busy = gpuBusyPoller();
+  const busy = gpuBusyPoller(device);
   for (let i = 0; i < runs; i++) {
     const s = performance.now();
     loss = await runStep((t += stepsPerRun));
@@ -404,7 +355,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   const result = {
     model: args.model === 'tiny' ? 'embedded tiny sd15' : `${args.model} (seeded random weights)`,
     device,
-    deviceName: deviceName(),
+    deviceName: deviceName(device),
     ...built,
     memoryPattern: args['memory-pattern'] ?? 'default',
     initializersOutsideArena: args['initializers-outside-arena'] ?? 'default',

@@ -14,6 +14,7 @@ import { buildVaeDecoder } from '../src-main/engine/models/autoencoder-kl';
 import { buildUNet2DCondition } from '../src-main/engine/models/unet-2d-condition';
 import { Params, type AttentionImpl } from '../src-main/engine/nn/params';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
+import { runConformance } from '../src-main/engine/conformance/runner';
 import { Session, type HostTensor } from '../src-main/engine/runtime/session';
 import { readFileSync } from 'node:fs';
 
@@ -83,3 +84,10 @@ await compare('vae_decoder', (g) => {
   const latents = g.input('latents', 'float32', tensor('vae.decode.input').shape);
   return { inputs: { latents: tensor('vae.decode.input') }, output: buildVaeDecoder(p, m.vae.config, op.cast(latents, 'float16')) };
 }, 'vae.decode.output');
+
+// The whole text-to-image path as the studio runs it on a GPU (the Generator in float16): every
+// sampling case of the folder against its float32 reference image and latents. Their status is
+// judged by the float32 tolerances; the error figures are what this line is for.
+const report = await runConformance(args.golden!, { only: ['sample'], generator: { provider, dtype: 'float16' } });
+for (const r of report.results)
+  console.log(JSON.stringify({ component: r.name, provider, precision: 'float16', maxAbsError: r.maxAbs ?? null, maxRelError: r.maxRel ?? null, status: r.status, ...(r.note ? { note: r.note } : {}) }));

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import type { OpenedModel } from '../io/model-folder';
 import { decodeSafetensors, type SafetensorsDType } from '../io/safetensors';
 import type { HostTensor } from '../runtime/session';
+import type { ProviderName } from '../runtime/providers';
 
 export interface CaseTensor {
   dtype: SafetensorsDType;
@@ -54,7 +55,15 @@ export interface ConformanceContext {
   model(): OpenedModel;
   /** transformers tokenizer reference files (clip-transformers-reference.json layout). */
   tokenizerReferences: readonly string[];
+  /** Where the sampling cases run (default: the CPU in float32, the setting the tolerances are for). */
+  generator: SamplingDevice;
   log(line: string): void;
+}
+
+/** The provider and compute dtype of the sampling cases' Generator (bench/precision.ts measures float16 on a GPU). */
+export interface SamplingDevice {
+  provider?: ProviderName;
+  dtype?: 'float32' | 'float16';
 }
 
 export interface CaseFamily {

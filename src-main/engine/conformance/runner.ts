@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { openModelFolder, type OpenedModel } from '../io/model-folder';
 import { parseConfigJson } from '../sample/create-scheduler';
 import { adamwCases } from './adamw';
-import { readCaseFile, type CaseFamily, type CaseResult, type ConformanceContext } from './context';
+import { readCaseFile, type CaseFamily, type CaseResult, type ConformanceContext, type SamplingDevice } from './context';
 import { ddpmCases } from './ddpm';
 import { loraCases } from './lora';
 import { sampleCases } from './sample';
@@ -52,6 +52,8 @@ export interface ConformanceOptions {
   only?: readonly string[];
   /** Progress lines (family started / done). */
   log?: (line: string) => void;
+  /** Run the sampling cases elsewhere than the CPU in float32 (their tolerances are for float32). */
+  generator?: SamplingDevice;
 }
 
 export interface ConformanceReport {
@@ -126,6 +128,7 @@ export async function runConformance(
     prompts,
     model: () => (model ??= openModelFolder(join(folder, 'model'))),
     tokenizerReferences: options.tokenizerReferences ?? [],
+    generator: options.generator ?? { provider: 'cpu', dtype: 'float32' },
     log,
   };
 

@@ -208,7 +208,7 @@ export const sampleCases: CaseFamily = {
         );
         let generator: Generator;
         try {
-          generator = await Generator.create({ ...model, schedulerConfig });
+          generator = await Generator.create({ ...model, schedulerConfig }, ctx.generator);
         } catch (error) {
           const message = (error as Error).message;
           // The engine refusing the model kind (SDXL before its pipeline exists) is a missing feature.

@@ -85,4 +85,18 @@ describe('Generator', () => {
     const { data } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
     expect(Buffer.compare(data, Buffer.from(image!.rgb))).toBe(0);
   });
+
+  it('in float16 (the default on a GPU provider) gives the float32 image, with the LoRA slot applied', async () => {
+    const half = await Generator.create(model, { dtype: 'float16', loras: [slotSpecOf('golden', lora)] });
+    try {
+      const [full] = await withSlot.generate(request, [{ slot: 0, weights: lora, strength: 1 }]);
+      const [ours] = await half.generate(request, [{ slot: 0, weights: lora, strength: 1 }]);
+      const [none] = await plain.generate(request);
+      // The decoded image is in about [-1, 1]; float16 rounding stays far below what the LoRA changes.
+      expect(maxDiff(ours!.image, full!.image)).toBeLessThan(2e-2);
+      expect(maxDiff(full!.image, none!.image)).toBeGreaterThan(10 * maxDiff(ours!.image, full!.image));
+    } finally {
+      await half.release();
+    }
+  });
 });
