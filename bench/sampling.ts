@@ -8,6 +8,7 @@
 //
 //   npm run bench:sampling -- [--model tiny|sd15|sdxl] [--device cpu|cuda|webgpu]
 //                             [--dtype float32|float16] [--steps 20] [--repeats 3] [--json FILE]
+//                             [--ort-env-log-level info (onnxruntime's arena lines, with phase markers)]
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { openModelFolder } from '../src-main/engine/io/model-folder';
 import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-model';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
+import { setRuntimeLogLevel } from '../src-main/engine/runtime/session';
 import { Generator, type GeneratorOptions } from '../src-main/engine/sample/txt2img';
 import { deviceName, gpuBusyPoller, gpuMemoryPoller } from './gpu-monitor';
 import { ensureRandomModelFolder } from './random-model-folder';
@@ -28,6 +30,7 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '20' },
     repeats: { type: 'string', default: '3' },
     json: { type: 'string' },
+    'ort-env-log-level': { type: 'string' },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
 });
@@ -41,6 +44,10 @@ const steps = Number(args.steps);
 const repeats = Number(args.repeats);
 if (!Number.isInteger(steps) || steps < 2) throw new Error(`--steps must be an integer of at least 2, got ${args.steps}`);
 const cacheDir = args['cache-dir']!;
+const logLevel = args['ort-env-log-level'] as Parameters<typeof setRuntimeLogLevel>[0] | undefined;
+if (logLevel) setRuntimeLogLevel(logLevel);
+/** A marker between onnxruntime's log lines, so its arena extensions can be told apart by phase. */
+const mark = (phase: string): void => void (logLevel && console.error(`${new Date().toISOString()} [bench] ${phase}`));
 mkdirSync(cacheDir, { recursive: true });
 
 const t0 = performance.now();
@@ -54,9 +61,11 @@ const generator = await Generator.create(opened, { provider: device, dtype, cach
 // The model's native size: the UNet's sample_size in latents times the VAE's downsampling.
 const side = (opened.unet.config.sample_size as number) * 2 ** (opened.vae.config.block_out_channels.length - 1);
 const request = { prompt: 'a watercolor fox in the snow', negativePrompt: 'blurry', seed: 7, width: side, height: side };
+mark('text encoder session built and run');
 const imageSeconds = async (n: number): Promise<number> => {
   const t = performance.now();
-  await generator.generate({ ...request, steps: n });
+  await generator.generate({ ...request, steps: n, onStep: ({ index, total }) => (index === total - 1 ? mark('last UNet step done') : undefined) });
+  mark('image decoded');
   return (performance.now() - t) / 1000;
 };
 const firstImageS = (performance.now() - created) / 1000 + (await imageSeconds(steps));

@@ -290,6 +290,8 @@ export function createStudio(host: ApiHost): Studio {
 
     'train.start': async (req) => {
       const { view, engine, resume } = await checkedSettings(req);
+      // The run needs the GPU's memory more than an idle Generate does (its worker restarts on the next one).
+      if (view.device !== 'cpu') open().tasks.releaseIfIdle();
       const runId = open().runs.start(view, engine, resume);
       open().project.update({ settings: view, datasetFolder: view.images });
       return { runId };

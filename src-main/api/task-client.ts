@@ -23,6 +23,19 @@ export class TaskClient {
     this.worker?.kill();
   }
 
+  /**
+   * Ends the worker if no task is waiting on it, so what it holds goes back to the device (the last
+   * Generator's sessions: on an H100, 7 GiB for SD1.5 and 19 GiB for SDXL in float16) before a
+   * training run needs the GPU; the next task starts a fresh worker. Returns whether it ended one.
+   */
+  releaseIfIdle(): boolean {
+    const worker = this.worker;
+    if (!worker || this.pending.size > 0) return false;
+    this.worker = undefined;
+    worker.kill();
+    return true;
+  }
+
   private ensureWorker(): WorkerProcess {
     if (this.worker) return this.worker;
     const worker = this.spawn();
@@ -35,7 +48,8 @@ export class TaskClient {
       else waiting.reject(new ApiError('task-failed', message.message));
     });
     worker.onExit((exit) => {
-      if (this.worker === worker) this.worker = undefined;
+      if (this.worker !== worker) return; // a released idle worker: nothing was waiting on it
+      this.worker = undefined;
       for (const waiting of this.pending.values())
         waiting.reject(new ApiError('worker-crashed', `The studio's worker process ended unexpectedly (${describeExit(exit)}); try again.`));
       this.pending.clear();
