@@ -12,6 +12,7 @@
 //   npm run bench -- [--model tiny|tiny-sdxl|sd15|sdxl] [--device cpu|cuda|webgpu] [--batch 1,4]
 //                    [--steps 20] [--resolution 512] [--rank 16] [--attention fused|composite]
 //                    [--optimization all] [--build-only] [--json FILE] [--steps-per-run 1]
+//                    [--previews (peak memory with the trainer's previews beside training)]
 //                    [--gradient-checkpointing (attention chunks of at most 64 MiB then)] [--state-on-device (webgpu)] [--attention-chunk-mib 256] [--memory-pattern on|off] [--initializers-outside-arena on|off] [--session-config k=v,...] [--ort-env-log-level info]
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -41,7 +42,9 @@ import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, backwardOptions, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
 import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
+import { Generator } from '../src-main/engine/sample/txt2img';
 import { deviceName, gpuBusyPoller, gpuMemoryPoller } from './gpu-monitor';
+import { ensureRandomModelFolder } from './random-model-folder';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
 
 const { values: args } = parseArgs({
@@ -69,6 +72,7 @@ const { values: args } = parseArgs({
     'state-on-device': { type: 'boolean', default: false },
     'attention-chunk-mib': { type: 'string', default: String(attentionBackward.chunkBytes / 2 ** 20) },
     'build-only': { type: 'boolean', default: false },
+    previews: { type: 'boolean', default: false },
     'cache-dir': { type: 'string', default: join(process.env.LORA_STUDIO_HOME ?? join(homedir(), '.cache', 'lora-studio'), 'bench') },
   },
 });
@@ -344,6 +348,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     for (let i = 0; i < size; i++) maxChange = Math.max(maxChange, Math.abs(p[i] - params[i]));
     stateDownload = { ms: +(performance.now() - s0).toFixed(1), complete: downloaded.every((d) => d.length === size), finite: downloaded.every((d) => d.every(Number.isFinite)), maxParamChange: maxChange, mNonZero: m.some((x) => x !== 0) };
   }
+  const preview = args.previews ? await previewBesideTraining(() => runStep((t += stepsPerRun)), resolution) : undefined;
   if (args.profile) {
     session.endProfiling();
     summarizeProfile(join(cacheDir), `profile-b${batch}`, (runs + warmup + 1) * stepsPerRun);
@@ -370,6 +375,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
     sessionS: +(sessionMs / 1000).toFixed(2),
     peakGpuMemoryGiB: peakGpuGiB === undefined ? null : +peakGpuGiB.toFixed(2),
     gpuBusyPercent: gpuBusyPercent === undefined ? null : +gpuBusyPercent.toFixed(1),
+    ...(preview ? { withPreview: preview } : {}),
     cudaBaselineGiB: baselineGiB === undefined ? null : +baselineGiB.toFixed(2),
     peakHostRssGiB: +(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2),
     stateOnDevice,
@@ -382,6 +388,27 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
   };
   console.log(JSON.stringify(result));
   return result;
+}
+
+/**
+ * --previews: what the trainer's previews add. With the training session still held, a Generator
+ * (the trainer's preview path, in the default sampling dtype) opens the model at real size
+ * (bench/random-model-folder.ts: seeded random text encoders, UNet and VAE) and makes one 20-step
+ * image at the training resolution, as the trainer's previews are; then one more training step
+ * runs. The peak over all that is what a training run with previews needs.
+ */
+async function previewBesideTraining(trainStep: () => Promise<number>, side: number): Promise<Record<string, number | string | null>> {
+  const folder = args.model === 'sd15' || args.model === 'sdxl' ? ensureRandomModelFolder(args.model, cacheDir) : ensureEmbeddedModel(join(cacheDir, 'models'));
+  const opened = openModelFolder(folder);
+  const poller = gpuMemoryPoller(device);
+  const started = performance.now();
+  const generator = await Generator.create(opened, { provider: device, cacheDir: join(cacheDir, 'graphs') });
+  await generator.generate({ prompt: 'a photo', seed: 1, steps: 20, guidance: 7, width: side, height: side });
+  const imageS = (performance.now() - started) / 1000;
+  await trainStep();
+  const peak = await poller.stop();
+  await generator.release();
+  return { previewSize: side, firstPreviewImageS: +imageS.toFixed(2), peakGpuMemoryGiB: peak === undefined ? null : +peak.toFixed(2) };
 }
 
 const results: Record<string, unknown>[] = [];

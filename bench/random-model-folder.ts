@@ -13,62 +13,11 @@ import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-mod
 import { randomWeightsFor } from '../src-main/engine/models/random-weights';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
 import { addedCondShapeOf } from '../src-main/engine/train/train-step-graph';
-import { SD15, SDXL } from './model-configs';
+import { CLIP_BIG_G, CLIP_L, SD15, SDXL, vaeConfig } from './model-configs';
 
 const SEED = 1234;
 /** Bump when the written files change, so cached folders are written again. */
 const VERSION = '1';
-
-// The byte-level tokenizer's special tokens (embedded-tiny-model.ts): pooling looks for its end token.
-const SPECIAL = { bos_token_id: 512, eos_token_id: 513, pad_token_id: 513 };
-
-/** openai/clip-vit-large-patch14's text model: SD1.5's text encoder and SDXL's first. */
-const CLIP_L: CLIPTextConfig = {
-  architectures: ['CLIPTextModel'],
-  hidden_size: 768,
-  intermediate_size: 3072,
-  num_attention_heads: 12,
-  num_hidden_layers: 12,
-  max_position_embeddings: 77,
-  hidden_act: 'quick_gelu',
-  layer_norm_eps: 1e-5,
-  projection_dim: 768,
-  vocab_size: 49408,
-  ...SPECIAL,
-};
-
-/** OpenCLIP ViT-bigG's text model with its projection: SDXL's text_encoder_2. */
-const CLIP_BIG_G: CLIPTextConfig = {
-  architectures: ['CLIPTextModelWithProjection'],
-  hidden_size: 1280,
-  intermediate_size: 5120,
-  num_attention_heads: 20,
-  num_hidden_layers: 32,
-  max_position_embeddings: 77,
-  hidden_act: 'gelu',
-  layer_norm_eps: 1e-5,
-  projection_dim: 1280,
-  vocab_size: 49408,
-  ...SPECIAL,
-};
-
-/** The SD1.5 / SDXL VAE: SD1.5's config has no force_upcast key (diffusers' default applies: upcast). */
-const vaeConfig = (sdxl: boolean): AutoencoderKLConfig =>
-  ({
-    _class_name: 'AutoencoderKL',
-    act_fn: 'silu',
-    block_out_channels: [128, 256, 512, 512],
-    down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D', 'DownEncoderBlock2D'],
-    up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D', 'UpDecoderBlock2D'],
-    in_channels: 3,
-    out_channels: 3,
-    latent_channels: 4,
-    layers_per_block: 2,
-    norm_num_groups: 32,
-    sample_size: sdxl ? 1024 : 512,
-    scaling_factor: sdxl ? 0.13025 : 0.18215,
-    ...(sdxl ? { force_upcast: true } : {}),
-  }) as unknown as AutoencoderKLConfig;
 
 const SCHEDULER = {
   _class_name: 'EulerDiscreteScheduler',

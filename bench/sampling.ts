@@ -7,7 +7,8 @@
 // t(1) is the text encoders, one UNet step and the VAE decoder. Prints one JSON object.
 //
 //   npm run bench:sampling -- [--model tiny|sd15|sdxl] [--device cpu|cuda|webgpu]
-//                             [--dtype float32|float16] [--steps 20] [--repeats 3] [--json FILE]
+//                             [--dtype float32|float16] [--resolution (default: the model's native size)]
+//                             [--steps 20] [--repeats 3] [--json FILE]
 //                             [--ort-env-log-level info (onnxruntime's arena lines, with phase markers)]
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -27,6 +28,7 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: 'tiny' },
     device: { type: 'string', default: 'cpu' },
     dtype: { type: 'string' },
+    resolution: { type: 'string' },
     steps: { type: 'string', default: '20' },
     repeats: { type: 'string', default: '3' },
     json: { type: 'string' },
@@ -58,8 +60,8 @@ const memory = gpuMemoryPoller(device);
 
 const created = performance.now();
 const generator = await Generator.create(opened, { provider: device, dtype, cacheDir: join(cacheDir, 'graphs') });
-// The model's native size: the UNet's sample_size in latents times the VAE's downsampling.
-const side = (opened.unet.config.sample_size as number) * 2 ** (opened.vae.config.block_out_channels.length - 1);
+// Default: the model's native size, the UNet's sample_size in latents times the VAE's downsampling.
+const side = Number(args.resolution ?? (opened.unet.config.sample_size as number) * 2 ** (opened.vae.config.block_out_channels.length - 1));
 const request = { prompt: 'a watercolor fox in the snow', negativePrompt: 'blurry', seed: 7, width: side, height: side };
 mark('text encoder session built and run');
 const imageSeconds = async (n: number): Promise<number> => {

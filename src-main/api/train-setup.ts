@@ -2,6 +2,8 @@
 // left out, the presets, and the time / memory estimate shown before a run.
 import type { OpenedModel } from '../engine/io/model-folder';
 import { estimateTrainingMemory } from '../engine/train/memory-estimate';
+import { vaeComputeDtype } from '../engine/models/autoencoder-kl';
+import { estimateSamplingMemory, type SamplingModelSize } from '../engine/sample/sampling-memory';
 import { trainedTextEncoders } from '../engine/train/text-encoder-step-graph';
 import { DEFAULT_TRAIN_SETTINGS, MAX_STEPS_PER_RUN, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
@@ -132,7 +134,8 @@ export function checkPreviews(view: TrainSettingsView): void {
 // (an assumption until the benchmarks measure this engine; see `notes`); gradient checkpointing
 // adds its measured slowdown. Memory: the engine's estimateTrainingMemory (weights + the tensors
 // alive at once in the run's training step, times a calibrated factor, + a fixed part; calibrated
-// on H100 peaks) for the graph the trainer builds.
+// on H100 peaks) for the graph the trainer builds, plus, with previews on a GPU, what the preview
+// Generator holds beside it for the run (engine/sample/sampling-memory.ts).
 
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
@@ -159,9 +162,17 @@ const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
 /** Gradient checkpointing recomputes the UNet blocks' forward: measured 13% fewer images/s (H100, SD1.5 512 px, batch 4: 28.7 vs 33.2). */
 const CHECKPOINTING_TIME_FACTOR = 33.2 / 28.7;
 
-/** Parameters of a component, from its weight file's shapes. */
-const countParams = (weights: OpenedModel['unet']['weights']): number =>
-  [...weights.keys()].reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
+/** Parameters of a component (those whose names `keep` accepts), from its weight file's shapes. */
+const countParams = (weights: OpenedModel['unet']['weights'], keep: (name: string) => boolean = () => true): number =>
+  [...weights.keys()].filter(keep).reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
+
+/** What a preview Generator loads: the UNet, the text encoders, the VAE's decoder half. */
+const samplingModelSize = (opened: OpenedModel): SamplingModelSize => ({
+  unetParams: countParams(opened.unet.weights),
+  textEncoderParams: [opened.textEncoder, ...(opened.textEncoder2 ? [opened.textEncoder2] : [])].map((te) => countParams(te.weights)),
+  vaeParams: countParams(opened.vae.weights, (name) => name.startsWith('decoder.') || name.startsWith('post_quant_conv.')),
+  vaeFloat32: vaeComputeDtype(opened.vae.config, 'float16') === 'float32',
+});
 
 export function estimateRun(
   view: TrainSettingsView,
@@ -218,7 +229,15 @@ export function estimateRun(
   const encoders = trainedTextEncoders(modelEncoders, view.trainTextEncoder ?? false, view.textEncoders);
   const encoderBytes = encoders.reduce((sum, te) => sum + countParams(te.weights), 0) * (dtype === 'float16' ? 2 : 4);
   if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
-  const peakMemoryGiB = (memory.peakBytes + encoderBytes) / 2 ** 30;
+  // Previews on a GPU: the trainer's Generator holds its own sessions beside training's for the run.
+  const previewsOnDevice = view.device !== 'cpu' && view.previewEvery > 0 && view.previews.length > 0;
+  const preview = previewsOnDevice ? estimateSamplingMemory(samplingModelSize(model.opened), view.resolution) : undefined;
+  if (preview)
+    notes.push(
+      `Memory: + ${gib(preview.peakBytes)} GiB for previews at ${view.resolution} px, held beside training for the whole run (their own text encoder, UNet and VAE sessions: ` +
+        `${gib(preview.weightsBytes)} GiB of weights, the VAE decoder's convolution workspace and the rest; measured on an H100, where it is largest). No previews, no such memory.`,
+    );
+  const peakMemoryGiB = (memory.peakBytes + encoderBytes + (preview?.peakBytes ?? 0)) / 2 ** 30;
   notes.push(
     `Memory: UNet weights ${gib(memory.weightsBytes)} GiB (${dtype}) + ${memory.factor} x ${gib(memory.liveBytes)} GiB of tensors alive at once in a step ` +
       `(batch ${view.batch}, ${view.resolution} px${checkpointing ? ', gradient checkpointing' : ''}${stepsPerRun > 1 ? `, ${stepsPerRun} steps per run` : ''})${view.device === 'cpu' ? '' : ', rounded up to whole GiB as the GPU arena grows,'} + ${gib(memory.fixedBytes)} GiB fixed ` +

@@ -47,6 +47,7 @@ export interface GeneratorOptions {
    * float32 on the CPU (the setting the conformance tolerances are for).
    */
   dtype?: 'float32' | 'float16';
+  /** Attention form (default: fused on CUDA, composite elsewhere). */
   attention?: AttentionImpl;
   /** LoRA slots (shapes only): weights and strengths are given per generate() call. */
   loras?: readonly LoraSlotSpec[];
@@ -150,8 +151,21 @@ export class Generator {
     return this.slots;
   }
 
+  private get onCpu(): boolean {
+    return (this.options.provider ?? 'cpu') === 'cpu';
+  }
+
   private get dtype(): 'float32' | 'float16' {
-    return this.options.dtype ?? ((this.options.provider ?? 'cpu') === 'cpu' ? 'float32' : 'float16');
+    return this.options.dtype ?? (this.onCpu ? 'float32' : 'float16');
+  }
+
+  /**
+   * Fused attention (com.microsoft MultiHeadAttention) on CUDA: the composite form keeps [heads,
+   * L, L] scores, which took 8.3 GiB of arena for SD1.5 at 768 px (H100, BENCHMARKS.md). Elsewhere
+   * composite: WebGPU failed to build a float32 VAE Gemm of the fused form (workgroup storage).
+   */
+  private get attention(): AttentionImpl {
+    return this.options.attention ?? (this.options.provider === 'cuda' ? 'fused' : 'composite');
   }
 
   private async open(graph: Graph): Promise<Session> {
@@ -182,7 +196,7 @@ export class Generator {
         // The conditioning training uses too (models/text-conditioning.ts); its hooks see canonical module names.
         const slots = components.map((component) => slotHook(component, this.slots));
         const encoders = { textEncoder: this.model.textEncoder, textEncoder2: this.sdxl ? this.model.textEncoder2 : undefined };
-        const buildOptions = { dtype: this.dtype, attention: this.options.attention };
+        const buildOptions = { dtype: this.dtype, attention: this.attention };
         const { hidden, textEmbeds } = buildTextConditioning(encoders, inputIds, { clipSkip, build: buildOptions, hooks: slots.map((s) => s.hook) });
         for (const slot of slots) slot.finish();
         g.output(op.cast(hidden, 'float32'), 'hidden'); // [2, 77, C]; SDXL [2, 77, C1 + C2]
@@ -212,7 +226,7 @@ export class Generator {
           : undefined;
         const { hook, finish } = slotHook('unet', this.slots);
         const source = weights.view((name) => name);
-        const p = new Params(g, source, { dtype: this.dtype, attention: this.options.attention, hook });
+        const p = new Params(g, source, { dtype: this.dtype, attention: this.attention, hook });
         const out: Value = buildUNet2DCondition(p, config, { sample, timestep, encoderHiddenStates: context, addedCond }); // [N, 4, h, w]
         source.assertAllTaken();
         finish();
@@ -236,7 +250,7 @@ export class Generator {
         const g = new Graph('vae_decoder');
         const latents = g.input('latents', 'float32', [1, config.latent_channels, h, w]);
         const dtype = vaeComputeDtype(config, this.dtype); // float32 where force_upcast (SDXL's VAE overflows float16)
-        const p = new Params(g, weights.view((name) => name), { dtype, attention: this.options.attention });
+        const p = new Params(g, weights.view((name) => name), { dtype, attention: this.attention });
         g.output(op.cast(buildVaeDecoder(p, config, op.cast(latents, dtype)), 'float32'), 'image');
         return this.open(g);
       };

@@ -96,3 +96,20 @@ describe('steps per run in the studio setup', () => {
     expect(() => estimateRun({ ...sd15, stepsPerRun: 0 }, 10, { opened, embedded: false })).toThrow('Training settings: stepsPerRun must be a whole number from 1 to 64, got 0.');
   });
 });
+
+describe('previews in the studio estimate', () => {
+  it('adds what the preview Generator holds beside training on a GPU, and nothing on the CPU or without previews', () => {
+    const opened = openModelFolder(ensureEmbeddedModel(folders.modelsDir));
+    const view: TrainSettingsView = { ...defaultSettingsView(), device: 'cuda', resolution: 512, previewEvery: 100, previews: [{ prompt: 'a photo', seed: 1, steps: 20, guidance: 7 }] };
+    const withPreviews = estimateRun(view, 10, { opened, embedded: false });
+    const without = estimateRun({ ...view, previewEvery: 0 }, 10, { opened, embedded: false });
+    const added = (withPreviews.peakMemoryGiB! - without.peakMemoryGiB!) * 2 ** 30;
+    // The embedded model is tiny: what it adds is the 512 px preview's arena and the fixed part (engine/sample/sampling-memory.ts).
+    expect(added).toBeGreaterThan(3 * 2 ** 30);
+    expect(added).toBeLessThan(4 * 2 ** 30);
+    expect(withPreviews.notes.some((n) => /^Memory: \+ [\d.]+ GiB for previews at 512 px/.test(n))).toBe(true);
+    expect(without.notes.some((n) => n.includes('for previews'))).toBe(false);
+    const onCpu = estimateRun({ ...view, device: 'cpu' }, 10, { opened, embedded: true });
+    expect(onCpu.notes.some((n) => n.includes('for previews'))).toBe(false);
+  });
+});
