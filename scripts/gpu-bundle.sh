@@ -7,7 +7,7 @@
 # .gpu-build/: DEVELOPERS.md "GPU runs" has its device command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for script in bench precision; do
+for script in bench sampling precision; do
   npx esbuild "bench/$script.ts" --bundle --platform=node --format=esm --target=node20 \
     --external:onnxruntime-node --external:sharp --outfile=".gpu-build/$script.mjs" \
     --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
