@@ -25,7 +25,7 @@ export class TaskClient {
 
   /**
    * Ends the worker if no task is waiting on it, so what it holds goes back to the device (the last
-   * Generator's sessions: on an H100, 7 GiB for SD1.5 and 19 GiB for SDXL in float16) before a
+   * Generator's sessions: on an H100, 6 GiB for SD1.5 and 17 GiB for SDXL) before a
    * training run needs the GPU; the next task starts a fresh worker. Returns whether it ended one.
    */
   releaseIfIdle(): boolean {
