@@ -42,7 +42,7 @@ import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, backwardOptions, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
 import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
-import { Generator } from '../src-main/engine/sample/txt2img';
+import { Generator, PREVIEW_GENERATOR_OPTIONS } from '../src-main/engine/sample/txt2img';
 import { deviceName, gpuBusyPoller, gpuMemoryPoller } from './gpu-monitor';
 import { ensureRandomModelFolder } from './random-model-folder';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
@@ -392,7 +392,7 @@ async function benchOne(batch: number): Promise<Record<string, unknown>> {
 
 /**
  * --previews: what the trainer's previews add. With the training session still held, a Generator
- * (the trainer's preview path, in the default sampling dtype) opens the model at real size
+ * (the trainer's preview options: GPU defaults, the VAE on the CPU) opens the model at real size
  * (bench/random-model-folder.ts: seeded random text encoders, UNet and VAE) and makes one 20-step
  * image at the training resolution, as the trainer's previews are; then one more training step
  * runs. The peak over all that is what a training run with previews needs.
@@ -402,7 +402,7 @@ async function previewBesideTraining(trainStep: () => Promise<number>, side: num
   const opened = openModelFolder(folder);
   const poller = gpuMemoryPoller(device);
   const started = performance.now();
-  const generator = await Generator.create(opened, { provider: device, cacheDir: join(cacheDir, 'graphs') });
+  const generator = await Generator.create(opened, { ...PREVIEW_GENERATOR_OPTIONS, provider: device, cacheDir: join(cacheDir, 'graphs') });
   await generator.generate({ prompt: 'a photo', seed: 1, steps: 20, guidance: 7, width: side, height: side });
   const imageS = (performance.now() - started) / 1000;
   await trainStep();

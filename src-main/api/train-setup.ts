@@ -2,8 +2,7 @@
 // left out, the presets, and the time / memory estimate shown before a run.
 import type { OpenedModel } from '../engine/io/model-folder';
 import { estimateTrainingMemory } from '../engine/train/memory-estimate';
-import { vaeComputeDtype } from '../engine/models/autoencoder-kl';
-import { estimateSamplingMemory, type SamplingModelSize } from '../engine/sample/sampling-memory';
+import { estimatePreviewMemory, type PreviewModelSize } from '../engine/sample/preview-memory';
 import { trainedTextEncoders } from '../engine/train/text-encoder-step-graph';
 import { DEFAULT_TRAIN_SETTINGS, MAX_STEPS_PER_RUN, resolveTrainSettings, TrainSettingsError, type TrainSettings } from '../engine/train/settings';
 import type { ExecutionProvider, TrainEstimate, TrainPreset, TrainSettingsView } from './contract';
@@ -135,7 +134,7 @@ export function checkPreviews(view: TrainSettingsView): void {
 // adds its measured slowdown. Memory: the engine's estimateTrainingMemory (weights + the tensors
 // alive at once in the run's training step, times a calibrated factor, + a fixed part; calibrated
 // on H100 peaks) for the graph the trainer builds, plus, with previews on a GPU, what the preview
-// Generator holds beside it for the run (engine/sample/sampling-memory.ts).
+// Generator holds beside it for the run (engine/sample/preview-memory.ts).
 
 const SD15_STEP_TFLOP_PER_IMAGE_512 = 1.79;
 const SD15_UNET_PARAMS = 859.5e6;
@@ -162,16 +161,14 @@ const TINY_CPU_SECONDS_PER_SAMPLE = 1 / 70;
 /** Gradient checkpointing recomputes the UNet blocks' forward: measured 13% fewer images/s (H100, SD1.5 512 px, batch 4: 28.7 vs 33.2). */
 const CHECKPOINTING_TIME_FACTOR = 33.2 / 28.7;
 
-/** Parameters of a component (those whose names `keep` accepts), from its weight file's shapes. */
-const countParams = (weights: OpenedModel['unet']['weights'], keep: (name: string) => boolean = () => true): number =>
-  [...weights.keys()].filter(keep).reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
+/** Parameters of a component, from its weight file's shapes. */
+const countParams = (weights: OpenedModel['unet']['weights']): number =>
+  [...weights.keys()].reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
 
-/** What a preview Generator loads: the UNet, the text encoders, the VAE's decoder half. */
-const samplingModelSize = (opened: OpenedModel): SamplingModelSize => ({
+/** What the preview Generator puts on the GPU: the UNet and the text encoders (its VAE decodes on the CPU). */
+const previewModelSize = (opened: OpenedModel): PreviewModelSize => ({
   unetParams: countParams(opened.unet.weights),
   textEncoderParams: [opened.textEncoder, ...(opened.textEncoder2 ? [opened.textEncoder2] : [])].map((te) => countParams(te.weights)),
-  vaeParams: countParams(opened.vae.weights, (name) => name.startsWith('decoder.') || name.startsWith('post_quant_conv.')),
-  vaeFloat32: vaeComputeDtype(opened.vae.config, 'float16') === 'float32',
 });
 
 export function estimateRun(
@@ -231,11 +228,11 @@ export function estimateRun(
   if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
   // Previews on a GPU: the trainer's Generator holds its own sessions beside training's for the run.
   const previewsOnDevice = view.device !== 'cpu' && view.previewEvery > 0 && view.previews.length > 0;
-  const preview = previewsOnDevice ? estimateSamplingMemory(samplingModelSize(model.opened), view.resolution) : undefined;
+  const preview = previewsOnDevice ? estimatePreviewMemory(previewModelSize(model.opened), view.resolution) : undefined;
   if (preview)
     notes.push(
-      `Memory: + ${gib(preview.peakBytes)} GiB for previews at ${view.resolution} px, held beside training for the whole run (their own text encoder, UNet and VAE sessions: ` +
-        `${gib(preview.weightsBytes)} GiB of weights, the VAE decoder's convolution workspace and the rest; measured on an H100, where it is largest). No previews, no such memory.`,
+      `Memory: + ${gib(preview.peakBytes)} GiB for previews at ${view.resolution} px, held beside training for the whole run (their own text encoder and UNet sessions, ` +
+        `${gib(preview.weightsBytes)} GiB of it weights; their VAE decodes on the CPU). No previews, no such memory.`,
     );
   const peakMemoryGiB = (memory.peakBytes + encoderBytes + (preview?.peakBytes ?? 0)) / 2 ** 30;
   notes.push(

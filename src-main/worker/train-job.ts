@@ -11,7 +11,7 @@ import type { LoraModuleWeights } from '../engine/lora/lora-file';
 import { fromKohyaModules } from '../engine/lora/lora-import';
 import { chooseProvider } from '../engine/runtime/session';
 import { slotSpecOf } from '../engine/sample/lora-slots';
-import { encodePng, Generator } from '../engine/sample/txt2img';
+import { encodePng, Generator, PREVIEW_GENERATOR_OPTIONS } from '../engine/sample/txt2img';
 import { Trainer, type TrainerHooks, type TrainingModel } from '../engine/train/trainer';
 import type { TrainJob } from './protocol';
 
@@ -129,7 +129,7 @@ export class TrainJobRunner {
     const modules = fromKohyaModules(kohyaModules);
     if (!this.generator) {
       const provider = settings.device === 'cpu' ? 'cpu' : (await chooseProvider(settings.device)).provider;
-      this.generator = await Generator.create(model, { provider, loras: [slotSpecOf(SLOT, { modules })], modelName: description, cacheDir: join(settings.cacheDir, 'graphs') });
+      this.generator = await Generator.create(model, { ...PREVIEW_GENERATOR_OPTIONS, provider, loras: [slotSpecOf(SLOT, { modules })], modelName: description, cacheDir: join(settings.cacheDir, 'graphs') });
     }
     for (const p of this.job.previews) {
       if (this.stopping) return;

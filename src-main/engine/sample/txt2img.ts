@@ -47,6 +47,11 @@ export interface GeneratorOptions {
    * float32 on the CPU (the setting the conformance tolerances are for).
    */
   dtype?: 'float32' | 'float16';
+  /**
+   * Where the VAE decoder runs (default: `provider`). The trainer's previews decode on the CPU
+   * (PREVIEW_GENERATOR_OPTIONS).
+   */
+  vaeProvider?: ProviderName;
   /** Attention form (default: fused on CUDA, composite elsewhere). */
   attention?: AttentionImpl;
   /** LoRA slots (shapes only): weights and strengths are given per generate() call. */
@@ -104,6 +109,13 @@ export interface GeneratedImage {
   parameters: string;
 }
 
+/**
+ * The trainer's previews, whose Generator is held beside the training session for the whole run:
+ * the VAE decodes on the CPU. On a GPU its float32 decoder's arena (cuDNN's search workspace
+ * included) took 8.2 GiB at 1024 px and 2.4 GiB at 512 px on an H100 (BENCHMARKS.md).
+ */
+export const PREVIEW_GENERATOR_OPTIONS = { vaeProvider: 'cpu' } as const satisfies Partial<GeneratorOptions>;
+
 const DEFAULTS = { steps: 20, guidance: 7.5, width: 512, height: 512, sampler: 'Euler a' as Sampler, clipSkip: 1 };
 /** StableDiffusionXLPipeline's defaults where they differ: guidance 5, 1024 px. */
 const SDXL_DEFAULTS = { ...DEFAULTS, guidance: 5, width: 1024, height: 1024 };
@@ -151,26 +163,32 @@ export class Generator {
     return this.slots;
   }
 
-  private get onCpu(): boolean {
-    return (this.options.provider ?? 'cpu') === 'cpu';
+  /** The compute dtype on `provider` unless given: float16 on a GPU, float32 on the CPU. */
+  private dtypeOn(provider = this.options.provider): 'float32' | 'float16' {
+    return this.options.dtype ?? ((provider ?? 'cpu') === 'cpu' ? 'float32' : 'float16');
   }
 
   private get dtype(): 'float32' | 'float16' {
-    return this.options.dtype ?? (this.onCpu ? 'float32' : 'float16');
+    return this.dtypeOn();
   }
 
   /**
-   * Fused attention (com.microsoft MultiHeadAttention) on CUDA: the composite form keeps [heads,
-   * L, L] scores, which took 8.3 GiB of arena for SD1.5 at 768 px (H100, BENCHMARKS.md). Elsewhere
-   * composite: WebGPU failed to build a float32 VAE Gemm of the fused form (workgroup storage).
+   * Fused attention (com.microsoft MultiHeadAttention) on CUDA unless given: the composite form
+   * keeps [heads, L, L] scores, which took 8.3 GiB of arena for SD1.5 at 768 px (H100,
+   * BENCHMARKS.md). Elsewhere composite: WebGPU failed to build a float32 VAE Gemm of the fused
+   * form (workgroup storage).
    */
-  private get attention(): AttentionImpl {
-    return this.options.attention ?? (this.options.provider === 'cuda' ? 'fused' : 'composite');
+  private attentionOn(provider = this.options.provider): AttentionImpl {
+    return this.options.attention ?? (provider === 'cuda' ? 'fused' : 'composite');
   }
 
-  private async open(graph: Graph): Promise<Session> {
+  private get attention(): AttentionImpl {
+    return this.attentionOn();
+  }
+
+  private async open(graph: Graph, provider = this.options.provider): Promise<Session> {
     this.sessionsBuilt++;
-    const sessionOptions = { provider: this.options.provider };
+    const sessionOptions = { provider };
     return Session.fromGraph(graph, sessionOptions, this.options.cacheDir);
   }
 
@@ -249,10 +267,11 @@ export class Generator {
         const { config, weights } = this.model.vae;
         const g = new Graph('vae_decoder');
         const latents = g.input('latents', 'float32', [1, config.latent_channels, h, w]);
-        const dtype = vaeComputeDtype(config, this.dtype); // float32 where force_upcast (SDXL's VAE overflows float16)
-        const p = new Params(g, weights.view((name) => name), { dtype, attention: this.attention });
+        const provider = this.options.vaeProvider ?? this.options.provider;
+        const dtype = vaeComputeDtype(config, this.dtypeOn(provider)); // float32 where force_upcast (SDXL's VAE overflows float16)
+        const p = new Params(g, weights.view((name) => name), { dtype, attention: this.attentionOn(provider) });
         g.output(op.cast(buildVaeDecoder(p, config, op.cast(latents, dtype)), 'float32'), 'image');
-        return this.open(g);
+        return this.open(g, provider);
       };
       session = Promise.resolve().then(build);
       this.vaeSessions.set(key, session);
