@@ -22,9 +22,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { attentionBackward } from '../src-main/engine/autodiff/rules';
 import { countFlops } from '../src-main/engine/graph/flops';
-import { BYTES_PER_ELEMENT, type DType } from '../src-main/engine/graph/dtype';
 import { saveModel, serializeModel } from '../src-main/engine/graph/onnx-model';
-import type { Shape } from '../src-main/engine/graph/shape';
 import { Graph } from '../src-main/engine/graph/graph';
 import * as op from '../src-main/engine/graph/ops';
 import { openModelFolder } from '../src-main/engine/io/model-folder';
@@ -33,7 +31,7 @@ import { WeightSource } from '../src-main/engine/io/weights';
 import { unetTargets } from '../src-main/engine/lora/targets';
 import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-model';
 import { randomWeightsFor } from '../src-main/engine/models/random-weights';
-import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
+import type { UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
 import { DeviceTensor, Session, setRuntimeLogLevel, type HostTensor, type OptimizationLevel } from '../src-main/engine/runtime/session';
 import type { ProviderName } from '../src-main/engine/runtime/providers';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
@@ -41,10 +39,11 @@ import { Rng } from '../src-main/engine/sample/rng';
 import { adamwStepValues, DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, backwardOptions, buildTrainStepGraph, type TrainStepSpec } from '../src-main/engine/train/train-step-graph';
 import { buildMultiStepTrainGraph } from '../src-main/engine/train/multi-step-graph';
-import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
+import type { WeightLocator } from '../src-main/engine/nn/params';
+import { ShapeOnlyLocator } from '../src-main/engine/nn/shape-only-locator';
 import { Generator, PREVIEW_GENERATOR_OPTIONS } from '../src-main/engine/sample/txt2img';
 import { deviceName, gpuBusyPoller, gpuMemoryPoller } from './gpu-monitor';
-import { ensureRandomModelFolder } from './random-model-folder';
+import { ensureRandomModelFolder, requestUNetWeights } from './random-model-folder';
 import { SD15, SDXL, TINY_SDXL } from './model-configs';
 
 const { values: args } = parseArgs({
@@ -104,31 +103,16 @@ function nodesByOp(graph: { nodes: readonly { op: string; domain: string }[] }):
   return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
 }
 
-/** Every weight at offset 0 of one never-read file (--build-only: building and serialising only list locations). */
-class FabricatedLocator implements WeightLocator {
-  take(_name: string, shape: Shape): TensorLocation {
-    const elements = shape.reduce((a, b) => a * b, 1);
-    const weightDtype: DType = dtype === 'float16' ? 'float16' : 'float32';
-    return { dtype: weightDtype, shape, data: { kind: 'file', path: '/nonexistent/unet.safetensors', offset: 0, length: elements * BYTES_PER_ELEMENT[weightDtype] } };
-  }
-}
+/** --build-only: every weight a location in a never-read file (building and serialising only list locations). */
+const shapeOnlyWeights = (): WeightLocator => new ShapeOnlyLocator(dtype === 'float16' ? 'float16' : 'float32');
 
 /** A seeded random UNet weight file for `config` in the cache (written once per config and dtype). */
-function randomUNetFile(name: string, config: UNet2DConditionConfig, contextDim: number): string {
+function randomUNetFile(name: string, config: UNet2DConditionConfig): string {
   const dtypeTag = dtype === 'float16' ? 'F16' : 'F32';
   const file = join(cacheDir, `${name}-unet-random-${dtypeTag}.safetensors`);
   if (!existsSync(file)) {
     const t = performance.now();
-    const added = addedCondShapeOf(config);
-    const tensors = randomWeightsFor(1234, (p) => {
-      const g = p.graph;
-      buildUNet2DCondition(p, config, {
-        sample: g.input('sample', 'float32', [1, 4, 64, 64]),
-        timestep: g.input('t', 'float32', [1]),
-        encoderHiddenStates: g.input('ehs', 'float32', [1, 77, contextDim]),
-        addedCond: added && { textEmbeds: g.input('te', 'float32', [1, added.textEmbedsDim]), timeIds: g.input('ids', 'float32', [1, added.timeIds]) },
-      });
-    }, dtypeTag);
+    const tensors = randomWeightsFor(1234, (p) => requestUNetWeights(p, config), dtypeTag);
     writeSafetensors(file, tensors, { format: 'pt' });
     console.error(`wrote seeded random ${name} UNet weights to ${file} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   }
@@ -140,13 +124,13 @@ function prepareModel(): { config: UNet2DConditionConfig; weights: () => WeightL
   const sdSchedule = { beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000, prediction_type: 'epsilon' };
   if (args.model === 'tiny') {
     const model = openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models')));
-    const weights = buildOnly ? () => new FabricatedLocator() : () => openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models'))).unet.weights;
+    const weights = buildOnly ? shapeOnlyWeights : () => openModelFolder(ensureEmbeddedModel(join(cacheDir, 'models'))).unet.weights;
     return { config: model.unet.config, weights, contextDim: model.unet.config.cross_attention_dim as number, scheduler: sdSchedule };
   }
   const config = args.model === 'sd15' ? SD15 : args.model === 'sdxl' ? SDXL : TINY_SDXL;
   const contextDim = config.cross_attention_dim as number; // 768, 2048 (both SDXL encoders), 64
-  if (buildOnly) return { config, weights: () => new FabricatedLocator(), contextDim, scheduler: sdSchedule };
-  const file = randomUNetFile(args.model!, config, contextDim);
+  if (buildOnly) return { config, weights: shapeOnlyWeights, contextDim, scheduler: sdSchedule };
+  const file = randomUNetFile(args.model!, config);
   return { config, weights: () => WeightSource.open([file]), contextDim, scheduler: sdSchedule };
 }
 

@@ -13,6 +13,7 @@ import { ensureEmbeddedModel } from '../src-main/engine/models/embedded-tiny-mod
 import { randomWeightsFor } from '../src-main/engine/models/random-weights';
 import { buildUNet2DCondition, type UNet2DConditionConfig } from '../src-main/engine/models/unet-2d-condition';
 import { addedCondShapeOf } from '../src-main/engine/train/train-step-graph';
+import type { Params } from '../src-main/engine/nn/params';
 import { CLIP_BIG_G, CLIP_L, SD15, SDXL, vaeConfig } from './model-configs';
 
 const SEED = 1234;
@@ -31,29 +32,37 @@ const SCHEDULER = {
   trained_betas: null,
 };
 
+/** Builds `config`'s UNet on small dummy inputs, so `p`'s locator is asked for every weight it has. */
+export function requestUNetWeights(p: Params, config: UNet2DConditionConfig): void {
+  const g = p.graph;
+  const added = addedCondShapeOf(config);
+  buildUNet2DCondition(p, config, {
+    sample: g.input('sample', 'float32', [1, 4, 8, 8]),
+    timestep: g.input('t', 'float32', [1]),
+    encoderHiddenStates: g.input('ehs', 'float32', [1, 77, config.cross_attention_dim as number]),
+    addedCond: added && { textEmbeds: g.input('te', 'float32', [1, added.textEmbedsDim]), timeIds: g.input('ids', 'float32', [1, added.timeIds]) },
+  });
+}
+
+/** Builds a CLIP text encoder (with its projection where `config` names one), asking for every weight in the diffusers-folder layout. */
+export function requestTextEncoderWeights(p: Params, config: CLIPTextConfig): void {
+  const withProjection = config.architectures?.includes('CLIPTextModelWithProjection') ?? false;
+  buildClipTextModel(p, config, p.graph.input('ids', 'int64', [1, 77]), { textModelPrefix: 'text_model', withProjection });
+}
+
 const writeJson = (path: string, value: unknown): void => writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
 
 function writeTextEncoder(dir: string, config: CLIPTextConfig): void {
   mkdirSync(dir, { recursive: true });
   writeJson(join(dir, 'config.json'), config);
-  const withProjection = config.architectures?.includes('CLIPTextModelWithProjection') ?? false;
-  const tensors = randomWeightsFor(SEED, (p) => buildClipTextModel(p, config, p.graph.input('ids', 'int64', [1, 77]), { textModelPrefix: 'text_model', withProjection }), 'F16');
+  const tensors = randomWeightsFor(SEED, (p) => requestTextEncoderWeights(p, config), 'F16');
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
 }
 
 function writeUNet(dir: string, config: UNet2DConditionConfig): void {
   mkdirSync(dir, { recursive: true });
   writeJson(join(dir, 'config.json'), config);
-  const added = addedCondShapeOf(config);
-  const tensors = randomWeightsFor(SEED, (p) => {
-    const g = p.graph;
-    buildUNet2DCondition(p, config, {
-      sample: g.input('sample', 'float32', [1, 4, 8, 8]),
-      timestep: g.input('t', 'float32', [1]),
-      encoderHiddenStates: g.input('ehs', 'float32', [1, 77, config.cross_attention_dim as number]),
-      addedCond: added && { textEmbeds: g.input('te', 'float32', [1, added.textEmbedsDim]), timeIds: g.input('ids', 'float32', [1, added.timeIds]) },
-    });
-  }, 'F16');
+  const tensors = randomWeightsFor(SEED, (p) => requestUNetWeights(p, config), 'F16');
   writeSafetensors(join(dir, 'diffusion_pytorch_model.safetensors'), tensors, { format: 'pt' });
 }
 

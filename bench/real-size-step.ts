@@ -1,18 +1,11 @@
 // The real-size float16 training-step graph of the bench's SD1.5 or SDXL config, built from
 // shapes alone (every weight a location in a file that is never read): for the tools that study
 // the graph without a GPU (live-at-peak.ts, roofline.ts).
-import { numel, type Shape } from '../src-main/engine/graph/shape';
 import { unetTargets } from '../src-main/engine/lora/targets';
-import type { TensorLocation, WeightLocator } from '../src-main/engine/nn/params';
+import { ShapeOnlyLocator } from '../src-main/engine/nn/shape-only-locator';
 import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { addedCondShapeOf, buildTrainStepGraph, type TrainStepGraph } from '../src-main/engine/train/train-step-graph';
 import { SD15, SDXL } from './model-configs';
-
-class ShapesOnly implements WeightLocator {
-  take(_name: string, shape: Shape): TensorLocation {
-    return { dtype: 'float16', shape, data: { kind: 'file', path: '/dev/null', offset: 0, length: numel(shape) * 2 } };
-  }
-}
 
 /** SD1.5 at 512 px or SDXL at 1024 px, LoRA rank 16 on the attention projections, AdamW. */
 export function realSizeStepGraph(model: string, batch: number, { gradientCheckpointing = false } = {}): TrainStepGraph {
@@ -22,7 +15,7 @@ export function realSizeStepGraph(model: string, batch: number, { gradientCheckp
   const addedCond = addedCondShapeOf(config);
   return buildTrainStepGraph({
     unetConfig: config,
-    weights: new ShapesOnly(),
+    weights: new ShapeOnlyLocator('float16'),
     build: { dtype: 'float16', attention: 'fused', gradientCheckpointing },
     lora: { rank: 16, alpha: 16, targets: unetTargets('attention') },
     shape: { batch, latentHeight: latent, latentWidth: latent, tokens: 77, contextDim: model === 'sdxl' ? 2048 : 768, ...(addedCond ? { addedCond } : {}) },

@@ -7,13 +7,11 @@ import { unetTargets } from '../src-main/engine/lora/targets';
 import { NoiseSchedule } from '../src-main/engine/sample/noise-schedule';
 import { DEFAULT_ADAMW } from '../src-main/engine/train/adamw';
 import { serializeModel } from '../src-main/engine/graph/onnx-model';
-import { numel, type Shape } from '../src-main/engine/graph/shape';
-import type { WeightLocator, TensorLocation } from '../src-main/engine/nn/params';
+import { ShapeOnlyLocator } from '../src-main/engine/nn/shape-only-locator';
 import { SD15 } from './model-configs';
-class Fake implements WeightLocator { take(_n: string, s: Shape): TensorLocation { return { dtype: 'float16', shape: s, data: { kind: 'file', path: '/dev/null', offset: 0, length: numel(s) * 2 } }; } }
 for (let i = 0; i < 3; i++) {
   const t0 = performance.now();
-  const step = buildTrainStepGraph({ unetConfig: SD15, weights: new Fake(), build: { dtype: 'float16', attention: 'fused' }, lora: { rank: 16, alpha: 16, targets: unetTargets('attention') }, shape: { batch: 1, latentHeight: 64, latentWidth: 64, tokens: 77, contextDim: 768 }, loss: { prediction: 'epsilon' }, alphasCumprod: NoiseSchedule.fromConfig({ beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000 } as never).alphasCumprod, adamw: DEFAULT_ADAMW, maxGradNorm: 1 });
+  const step = buildTrainStepGraph({ unetConfig: SD15, weights: new ShapeOnlyLocator('float16'), build: { dtype: 'float16', attention: 'fused' }, lora: { rank: 16, alpha: 16, targets: unetTargets('attention') }, shape: { batch: 1, latentHeight: 64, latentWidth: 64, tokens: 77, contextDim: 768 }, loss: { prediction: 'epsilon' }, alphasCumprod: NoiseSchedule.fromConfig({ beta_start: 0.00085, beta_end: 0.012, beta_schedule: 'scaled_linear', num_train_timesteps: 1000 } as never).alphasCumprod, adamw: DEFAULT_ADAMW, maxGradNorm: 1 });
   const t1 = performance.now();
   const bytes = serializeModel(step.graph).bytes.byteLength;
   const t2 = performance.now();

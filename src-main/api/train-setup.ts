@@ -166,8 +166,8 @@ const countParams = (weights: OpenedModel['unet']['weights']): number =>
   [...weights.keys()].reduce((sum, key) => sum + weights.entry(key)!.shape.reduce((a, b) => a * b, 1), 0);
 
 /** What the preview Generator puts on the GPU: the UNet and the text encoders (its VAE decodes on the CPU). */
-const previewModelSize = (opened: OpenedModel): PreviewModelSize => ({
-  unetParams: countParams(opened.unet.weights),
+const previewModelSize = (opened: OpenedModel, unetParams: number): PreviewModelSize => ({
+  unetParams,
   textEncoderParams: [opened.textEncoder, ...(opened.textEncoder2 ? [opened.textEncoder2] : [])].map((te) => countParams(te.weights)),
 });
 
@@ -228,7 +228,7 @@ export function estimateRun(
   if (encoderBytes > 0) notes.push(`Memory: + ${gib(encoderBytes)} GiB of text encoder weights (${dtype}), which text encoder training runs every step.`);
   // Previews on a GPU: the trainer's Generator holds its own sessions beside training's for the run.
   const previewsOnDevice = view.device !== 'cpu' && view.previewEvery > 0 && view.previews.length > 0;
-  const preview = previewsOnDevice ? estimatePreviewMemory(previewModelSize(model.opened), view.resolution) : undefined;
+  const preview = previewsOnDevice ? estimatePreviewMemory(previewModelSize(model.opened, params), view.resolution) : undefined;
   if (preview)
     notes.push(
       `Memory: + ${gib(preview.peakBytes)} GiB for previews at ${view.resolution} px, held beside training for the whole run (their own text encoder and UNet sessions, ` +

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import type { OpenedModel } from '../io/model-folder';
 import { decodeSafetensors, type SafetensorsDType } from '../io/safetensors';
 import type { HostTensor } from '../runtime/session';
-import type { ProviderName } from '../runtime/providers';
+import type { GeneratorOptions } from '../sample/txt2img';
 
 export interface CaseTensor {
   dtype: SafetensorsDType;
@@ -61,10 +61,7 @@ export interface ConformanceContext {
 }
 
 /** The provider and compute dtype of the sampling cases' Generator (bench/precision.ts measures float16 on a GPU). */
-export interface SamplingDevice {
-  provider?: ProviderName;
-  dtype?: 'float32' | 'float16';
-}
+export type SamplingDevice = Pick<GeneratorOptions, 'provider' | 'dtype'>;
 
 export interface CaseFamily {
   name: string;

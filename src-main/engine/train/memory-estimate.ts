@@ -15,12 +15,11 @@
 // although the same bytes are alive in the modelled order; the extension comes within the first
 // step of the run (the bench's run markers in onnxruntime's log), so it is the allocation order,
 // not the steps after the first. Hence its own factor.
-import { BYTES_PER_ELEMENT, type DType } from '../graph/dtype';
+import type { DType } from '../graph/dtype';
 import { peakLiveBytes } from '../graph/liveness';
-import { numel, type Shape } from '../graph/shape';
 import type { UNet2DConditionConfig } from '../io/configs';
 import { unetTargets } from '../lora/targets';
-import type { TensorLocation, WeightLocator } from '../nn/params';
+import { ShapeOnlyLocator } from '../nn/shape-only-locator';
 import { attentionBackward } from '../autodiff/rules';
 import { DEFAULT_ADAMW } from './adamw';
 import { buildMultiStepTrainGraph } from './multi-step-graph';
@@ -61,20 +60,6 @@ export interface MemoryEstimateOptions {
   rank?: number;
   /** Optimizer steps per session run (settings.stepsPerRun, default 1): the multi-step graph's peak then. */
   stepsPerRun?: number;
-}
-
-/** Hands out shapes without touching any file: only sizes matter here; counts each weight once. */
-class ShapeOnlyLocator implements WeightLocator {
-  private readonly seen = new Map<string, number>();
-  constructor(private readonly dtype: DType) {}
-  get bytes(): number {
-    return [...this.seen.values()].reduce((a, b) => a + b, 0);
-  }
-  take(name: string, shape: Shape): TensorLocation {
-    const length = numel(shape) * BYTES_PER_ELEMENT[this.dtype];
-    this.seen.set(name, length);
-    return { dtype: this.dtype, shape, data: { kind: 'file', path: '/dev/null', offset: 0, length } };
-  }
 }
 
 /**

@@ -8,43 +8,25 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CLIP_BIG_G, CLIP_L, SD15, SDXL } from '../../../bench/model-configs';
+import { requestTextEncoderWeights, requestUNetWeights } from '../../../bench/random-model-folder';
 import { Graph } from '../../../src-main/engine/graph/graph';
-import { numel, type Shape } from '../../../src-main/engine/graph/shape';
-import { buildClipTextModel, type CLIPTextConfig } from '../../../src-main/engine/models/clip-text-model';
-import { buildUNet2DCondition, type UNet2DConditionConfig } from '../../../src-main/engine/models/unet-2d-condition';
-import { Params, type TensorLocation, type WeightLocator } from '../../../src-main/engine/nn/params';
+import type { CLIPTextConfig } from '../../../src-main/engine/models/clip-text-model';
+import type { UNet2DConditionConfig } from '../../../src-main/engine/models/unet-2d-condition';
+import { Params } from '../../../src-main/engine/nn/params';
+import { ShapeOnlyLocator } from '../../../src-main/engine/nn/shape-only-locator';
 import { estimatePreviewMemory, type PreviewModelSize } from '../../../src-main/engine/sample/preview-memory';
 import { estimateTrainingMemory } from '../../../src-main/engine/train/memory-estimate';
-import { addedCondShapeOf } from '../../../src-main/engine/train/train-step-graph';
 
 const GiB = 2 ** 30;
 
-/** Counts the parameters a builder asks for (nothing is read). */
-class ParameterCounter implements WeightLocator {
-  count = 0;
-  take(_name: string, shape: Shape): TensorLocation {
-    this.count += numel(shape);
-    return { dtype: 'float16', shape, data: { kind: 'file', path: '/nonexistent', offset: 0, length: numel(shape) * 2 } };
-  }
-}
-const parameters = (build: (p: Params) => void): number => {
-  const counter = new ParameterCounter();
-  build(new Params(new Graph('count'), counter, { dtype: 'float16' }));
-  return counter.count;
+/** The parameters `request` asks its locator for (nothing is read). */
+const parameters = (request: (p: Params) => void): number => {
+  const locator = new ShapeOnlyLocator();
+  request(new Params(new Graph('count'), locator, { dtype: 'float16' }));
+  return locator.parameters;
 };
-const unetParams = (config: UNet2DConditionConfig): number =>
-  parameters((p) => {
-    const g = p.graph;
-    const added = addedCondShapeOf(config);
-    buildUNet2DCondition(p, config, {
-      sample: g.input('sample', 'float16', [1, 4, 8, 8]),
-      timestep: g.input('t', 'float16', [1]),
-      encoderHiddenStates: g.input('ehs', 'float16', [1, 77, config.cross_attention_dim as number]),
-      addedCond: added && { textEmbeds: g.input('te', 'float16', [1, added.textEmbedsDim]), timeIds: g.input('ids', 'float16', [1, added.timeIds]) },
-    });
-  });
-const textParams = (config: CLIPTextConfig): number =>
-  parameters((p) => buildClipTextModel(p, config, p.graph.input('ids', 'int64', [1, 77]), { textModelPrefix: 'text_model' }));
+const unetParams = (config: UNet2DConditionConfig): number => parameters((p) => requestUNetWeights(p, config));
+const textParams = (config: CLIPTextConfig): number => parameters((p) => requestTextEncoderWeights(p, config));
 
 const SIZES: Record<'sd15' | 'sdxl', PreviewModelSize> = {
   sd15: { unetParams: unetParams(SD15), textEncoderParams: [textParams(CLIP_L)] },
